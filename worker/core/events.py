@@ -1,0 +1,151 @@
+"""Everything that can happen to an instance, as plain data. Time is never inside the core:
+it arrives with each event as ``now_ms`` (see :meth:`worker.core.strategy.Core.step`)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+
+from worker.core.model import Leg, OrderStatus, RejectKind, Request
+
+
+class BookTop(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Best bid and ask of one leg, from a book the venue layer has checked for continuity."""
+
+    leg: Leg
+    bid: Decimal
+    ask: Decimal
+    bid_qty: Decimal
+    ask_qty: Decimal
+    ts_ms: int
+    update_id: int
+
+
+class BookInvalid(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """The leg's book cannot be trusted (sequence gap, resubscribing, disconnected)."""
+
+    leg: Leg
+    reason: str
+
+
+class OrderUpdate(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """The order stream (or a query) reporting one order's status and cumulative fills."""
+
+    link_id: str
+    status: OrderStatus  # OPEN, FILLED, CANCELLED or REJECTED
+    cum_qty: Decimal
+    cum_value: Decimal
+    cum_fee: Decimal
+    fee_coin: str
+    qty: Decimal
+    price: Decimal | None
+    updated_ms: int
+    order_id: str = ""
+    reject: RejectKind | None = None
+    reject_text: str = ""
+
+
+class Execution(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    link_id: str
+    exec_id: str
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+    fee_coin: str
+    is_maker: bool
+    exec_ms: int
+
+
+class Acknowledged(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    link_id: str
+    request: Request
+    order_id: str = ""
+
+
+class Rejected(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """A definitive refusal: the venue code was on the venue's allow-list."""
+
+    link_id: str
+    request: Request
+    kind: RejectKind
+    code: str
+    message: str
+
+
+class OutcomeUnknown(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Timeout, 5xx, disconnect or an unlisted code: the request may or may not have landed."""
+
+    link_id: str
+    request: Request
+    reason: str
+
+
+class OrderNotFound(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """A query proved the venue never took the order (after the receive window passed)."""
+
+    link_id: str
+
+
+class WalletBalance(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    coin: str
+    available: Decimal
+    total: Decimal
+
+
+class FundingPayment(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Funding settled on the perp: positive received, negative paid (quote units)."""
+
+    amount: Decimal
+    ts_ms: int
+
+
+class Tick(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Time passed; timers (chasing, max_unhedged_ms, staleness, daily reset) are checked."""
+
+
+class Stop(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Pause: cancel the entry (and a racing spot exit), never market-unwind, then report."""
+
+
+class CancelEntry(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Cancel the working entry and take no new entry until Resume."""
+
+
+class Flatten(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Operator-confirmed: cancel everything and market-unwind both legs to flat."""
+
+
+class ClearRisk(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Lift a daily-loss block; the loss window restarts from now."""
+
+
+class Resume(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Leave ``halted`` keeping positions (after reconcile), or lift an entry pause."""
+
+
+class Clear(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Reset to flat with a new id epoch; only when nothing is held or working."""
+
+    epoch: int
+
+
+Event = (
+    BookTop
+    | BookInvalid
+    | OrderUpdate
+    | Execution
+    | Acknowledged
+    | Rejected
+    | OutcomeUnknown
+    | OrderNotFound
+    | WalletBalance
+    | FundingPayment
+    | Tick
+    | Stop
+    | CancelEntry
+    | Flatten
+    | ClearRisk
+    | Resume
+    | Clear
+)

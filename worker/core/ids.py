@@ -1,0 +1,41 @@
+"""``orderLinkId`` = ``<id>-<epoch>-<seq>`` (ARCHITECTURE §5.1).
+
+The epoch starts at the wall-clock second the state was created and rises on every clear, so
+ids never repeat at the venue even if a state file is lost. Sequence numbers are handed out
+from blocks that are durably reserved *before* any id of the block is sent: after a crash,
+every id of the open block that the snapshot does not account for is queried at the venue.
+"""
+
+from __future__ import annotations
+
+import re
+
+from worker.core.commands import ReserveIds
+from worker.core.model import IdState
+
+ID_BLOCK = 64
+MAX_LEN = 36
+LINK_ID_RE = re.compile(r"^[a-z0-9]{1,12}-[0-9]{1,10}-[0-9]{1,12}$")
+
+
+def format_link_id(instance_id: str, epoch: int, seq: int) -> str:
+    link_id = f"{instance_id}-{epoch}-{seq}"
+    if len(link_id) > MAX_LEN or not LINK_ID_RE.match(link_id):
+        raise ValueError(f"orderLinkId {link_id!r} breaks the <id>-<epoch>-<seq> format")
+    return link_id
+
+
+def owns(instance_id: str, link_id: str) -> bool:
+    """True for every order this instance can have sent, in any epoch."""
+    return link_id.startswith(instance_id + "-")
+
+
+def allocate(ids: IdState, instance_id: str) -> tuple[str, ReserveIds | None]:
+    """The next id, and the reservation that must be made durable before it is sent."""
+    reserve = None
+    if ids.next_seq >= ids.block_end:
+        ids.block_end = ids.next_seq + ID_BLOCK
+        reserve = ReserveIds(epoch=ids.epoch, block_end=ids.block_end)
+    link_id = format_link_id(instance_id, ids.epoch, ids.next_seq)
+    ids.next_seq += 1
+    return link_id, reserve
