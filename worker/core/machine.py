@@ -1,7 +1,7 @@
 """The trading state machine as an explicit transition table (ARCHITECTURE §4.2).
 
 The strategy decides *when* a trigger fires; this table alone decides *where* it leads. A pair
-that is not in the table is a bug and raises :class:`IllegalTransition`.
+that is not in the table is a bug and raises :class:`IllegalTransitionError`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Trigger(StrEnum):
     CLEAR = "clear"
 
 
-class IllegalTransition(RuntimeError):
+class IllegalTransitionError(RuntimeError):
     def __init__(self, phase: Phase, trigger: Trigger) -> None:
         super().__init__(f"no transition from {phase} on {trigger}")
         self.phase = phase
@@ -80,4 +80,4 @@ def next_phase(phase: Phase, trigger: Trigger) -> Phase:
     try:
         return TRANSITIONS[(phase, trigger)]
     except KeyError:
-        raise IllegalTransition(phase, trigger) from None
+        raise IllegalTransitionError(phase, trigger) from None

@@ -1,0 +1,295 @@
+"""A small driver for the pure core: a simulated clock, book helpers and a venue-side view of
+each order, so tests read as the story of a cycle rather than as event plumbing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from worker.core.commands import (
+    AmendOrder,
+    CancelOrder,
+    Command,
+    PlaceOrder,
+    QueryOrder,
+    ReportTransition,
+)
+from worker.core.config import HedgeMode
+from worker.core.events import (
+    Acknowledged,
+    BookTop,
+    Event,
+    Execution,
+    OrderUpdate,
+    Rejected,
+    Tick,
+    WalletBalance,
+)
+from worker.core.instruments import Category, FeeRates, InstrumentRules
+from worker.core.model import CoreState, Leg, Order, OrderStatus, Phase, Purpose, RejectKind
+from worker.core.model import Request as Req
+from worker.core.strategy import Core, CoreParams
+
+D = Decimal
+T = TypeVar("T")
+
+# BTCUSDT as in the official instruments-info fixtures (spot basePrecision, linear qtyStep).
+SPOT = InstrumentRules(
+    symbol="BTCUSDT",
+    category=Category.SPOT,
+    base_coin="BTC",
+    quote_coin="USDT",
+    tick_size=D("0.1"),
+    qty_step=D("0.000001"),
+    min_qty=D("0.000011"),
+    min_notional=D("5"),
+    max_qty=D("83"),
+)
+PERP = InstrumentRules(
+    symbol="BTCUSDT",
+    category=Category.LINEAR,
+    base_coin="BTC",
+    quote_coin="USDT",
+    tick_size=D("0.1"),
+    qty_step=D("0.001"),
+    min_qty=D("0.001"),
+    min_notional=D("5"),
+    max_qty=D("1190"),
+)
+SPOT_FEES = FeeRates(maker=D("0.001"), taker=D("0.001"))
+PERP_FEES = FeeRates(maker=D("0.0002"), taker=D("0.00055"))
+EPOCH = 1_700_000_000
+T0 = 1_763_000_000_000  # a UTC midday, far from a day boundary
+
+
+def params(**overrides: Any) -> CoreParams:
+    base: dict[str, Any] = dict(
+        instance_id="btc",
+        spot=SPOT,
+        perp=PERP,
+        spot_fees=SPOT_FEES,
+        perp_fees=PERP_FEES,
+        order_qty=D("0.01"),
+        entry_threshold_bps=D("10"),
+        exit_threshold_bps=D("2"),
+        emergency_unwind_bps=D("50"),
+        chase_interval_ms=200,
+        chase_max_slip_bps=D("3"),
+        max_unhedged_ms=3000,
+        hedge_mode=HedgeMode.RACE,
+        stale_book_ms=5000,
+    )
+    base.update(overrides)
+    return CoreParams(**base)
+
+
+@dataclass
+class Harness:
+    """Drives one core; ``now`` only moves forward through :meth:`advance`."""
+
+    core: Core
+    state: CoreState
+    now: int = T0
+    log: list[Command] = field(default_factory=list)
+    exec_seq: int = 0
+
+    @classmethod
+    def make(cls, *, balances: bool = True, **overrides: Any) -> Harness:
+        core = Core(params(**overrides))
+        h = cls(core=core, state=core.new_state(EPOCH))
+        h.send(Tick())
+        if balances:
+            h.wallet("USDT", "100000")
+            h.wallet("BTC", "2")
+        return h
+
+    # -- plumbing
+    def send(self, event: Event) -> list[Command]:
+        cmds = self.core.step(self.state, event, self.now)
+        self.log.extend(cmds)
+        return cmds
+
+    def advance(self, ms: int) -> list[Command]:
+        self.now += ms
+        return self.send(Tick())
+
+    @property
+    def phase(self) -> Phase:
+        return self.state.phase
+
+    # -- market
+    def book(self, leg: Leg, bid: str, ask: str, qty: str = "5") -> list[Command]:
+        return self.send(
+            BookTop(
+                leg=leg,
+                bid=D(bid),
+                ask=D(ask),
+                bid_qty=D(qty),
+                ask_qty=D(qty),
+                ts_ms=self.now,
+                update_id=self.now,
+            )
+        )
+
+    def books(self, spot: tuple[str, str], perp: tuple[str, str]) -> list[Command]:
+        return self.book(Leg.SPOT, *spot) + self.book(Leg.PERP, *perp)
+
+    def wallet(self, coin: str, available: str) -> list[Command]:
+        return self.send(WalletBalance(coin=coin, available=D(available), total=D(available)))
+
+    # -- venue answers
+    def order(self, link_id: str) -> Order:
+        o = self.state.orders.get(link_id) or self.state.done.get(link_id)
+        assert o is not None, link_id
+        return o
+
+    def ack(self, link_id: str, request: Req = Req.CREATE) -> list[Command]:
+        return self.send(Acknowledged(link_id=link_id, request=request, order_id="v" + link_id))
+
+    def reject(self, link_id: str, kind: RejectKind, request: Req = Req.CREATE) -> list[Command]:
+        return self.send(
+            Rejected(link_id=link_id, request=request, kind=kind, code="0", message=str(kind))
+        )
+
+    def update(
+        self,
+        link_id: str,
+        status: OrderStatus,
+        cum: str,
+        *,
+        price: str | None = None,
+        fee: str = "0",
+        fee_coin: str = "",
+        reject: RejectKind | None = None,
+        qty: str | None = None,
+    ) -> list[Command]:
+        o = self.order(link_id)
+        px = D(price) if price is not None else (o.price or D(0))
+        return self.send(
+            OrderUpdate(
+                link_id=link_id,
+                status=status,
+                cum_qty=D(cum),
+                cum_value=D(cum) * px,
+                cum_fee=D(fee),
+                fee_coin=fee_coin,
+                qty=D(qty) if qty is not None else o.qty,
+                price=o.price if price is None else D(price),
+                updated_ms=self.now,
+                reject=reject,
+            )
+        )
+
+    def execution(
+        self,
+        link_id: str,
+        qty: str,
+        price: str | None = None,
+        *,
+        fee: str | None = None,
+        fee_coin: str | None = None,
+        exec_id: str | None = None,
+    ) -> list[Command]:
+        """One fill, with the venue's fee: base coin for spot buys, quote otherwise."""
+        o = self.order(link_id)
+        px = D(price) if price is not None else o.price
+        assert px is not None, "a market fill needs a price"
+        rates = SPOT_FEES if o.leg is Leg.SPOT else PERP_FEES
+        rate = rates.maker if o.post_only else rates.taker
+        spot_buy = o.leg is Leg.SPOT and o.side.value == "Buy"
+        if fee is None:
+            fee_d = D(qty) * rate if spot_buy else D(qty) * px * rate
+        else:
+            fee_d = D(fee)
+        self.exec_seq += 1
+        return self.send(
+            Execution(
+                link_id=link_id,
+                exec_id=exec_id or f"e{self.exec_seq}",
+                qty=D(qty),
+                price=px,
+                fee=fee_d,
+                fee_coin=fee_coin or ("BTC" if spot_buy else "USDT"),
+                is_maker=o.post_only,
+                exec_ms=self.now,
+            )
+        )
+
+    def fill(self, link_id: str, qty: str | None = None, price: str | None = None) -> list[Command]:
+        """Fill (the rest of) an order: its execution, then the order stream's Filled status
+        (or PartiallyFilled when ``qty`` leaves some)."""
+        o = self.order(link_id)
+        q = D(qty) if qty is not None else o.qty - o.filled
+        px = D(price) if price is not None else o.price
+        cmds = self.execution(link_id, str(q), str(px))
+        cum = o.filled
+        status = OrderStatus.FILLED if cum >= o.qty else OrderStatus.OPEN
+        o2 = self.order(link_id)
+        fee_total = sum(o2.exec_fees.values(), D(0))
+        coin = next(iter(o2.exec_fees), "")
+        cmds += self.send(
+            OrderUpdate(
+                link_id=link_id,
+                status=status,
+                cum_qty=cum,
+                cum_value=o2.exec_value,
+                cum_fee=fee_total,
+                fee_coin=coin,
+                qty=o.qty,
+                price=o.price,
+                updated_ms=self.now,
+            )
+        )
+        return cmds
+
+    def cancelled(self, link_id: str) -> list[Command]:
+        """The venue confirms a cancel with the order's final cumulative quantity."""
+        o = self.order(link_id)
+        return self.update(link_id, OrderStatus.CANCELLED, str(o.filled))
+
+    # -- reading commands
+    def live(self, purpose: Purpose) -> list[Order]:
+        return [o for o in self.state.orders.values() if o.purpose is purpose]
+
+    def one_live(self, purpose: Purpose) -> Order:
+        orders = self.live(purpose)
+        assert len(orders) == 1, orders
+        return orders[0]
+
+
+def of(cmds: Iterable[Command], kind: type[T]) -> list[T]:
+    return [c for c in cmds if isinstance(c, kind)]
+
+
+def places(cmds: Iterable[Command]) -> list[PlaceOrder]:
+    return of(cmds, PlaceOrder)
+
+
+def order_cmds(cmds: Iterable[Command]) -> list[Command]:
+    return [c for c in cmds if isinstance(c, PlaceOrder | AmendOrder | CancelOrder)]
+
+
+def transitions(cmds: Iterable[Command]) -> list[tuple[str, str]]:
+    return [(c.source.value, c.target.value) for c in of(cmds, ReportTransition)]
+
+
+__all__ = [
+    "D",
+    "EPOCH",
+    "PERP",
+    "SPOT",
+    "T0",
+    "AmendOrder",
+    "CancelOrder",
+    "Harness",
+    "PlaceOrder",
+    "QueryOrder",
+    "Req",
+    "of",
+    "order_cmds",
+    "params",
+    "places",
+    "transitions",
+]
