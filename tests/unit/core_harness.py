@@ -13,7 +13,6 @@ from worker.core.commands import (
     CancelOrder,
     Command,
     PlaceOrder,
-    QueryOrder,
     ReportTransition,
 )
 from worker.core.config import HedgeMode
@@ -199,10 +198,8 @@ class Harness:
         rates = SPOT_FEES if o.leg is Leg.SPOT else PERP_FEES
         rate = rates.maker if o.post_only else rates.taker
         spot_buy = o.leg is Leg.SPOT and o.side.value == "Buy"
-        if fee is None:
-            fee_d = D(qty) * rate if spot_buy else D(qty) * px * rate
-        else:
-            fee_d = D(fee)
+        default_fee = D(qty) * rate if spot_buy else D(qty) * px * rate
+        fee_d = default_fee if fee is None else D(fee)
         self.exec_seq += 1
         return self.send(
             Execution(
@@ -273,23 +270,3 @@ def order_cmds(cmds: Iterable[Command]) -> list[Command]:
 
 def transitions(cmds: Iterable[Command]) -> list[tuple[str, str]]:
     return [(c.source.value, c.target.value) for c in of(cmds, ReportTransition)]
-
-
-__all__ = [
-    "D",
-    "EPOCH",
-    "PERP",
-    "SPOT",
-    "T0",
-    "AmendOrder",
-    "CancelOrder",
-    "Harness",
-    "PlaceOrder",
-    "QueryOrder",
-    "Req",
-    "of",
-    "order_cmds",
-    "params",
-    "places",
-    "transitions",
-]
