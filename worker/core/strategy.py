@@ -677,8 +677,8 @@ class Core:
         cap = self.p.max_notional_quote
         if cap is not None and self.p.order_qty * price > cap:
             return (
-                f"order_qty × price = {self.p.order_qty * price} {self.quote} exceeds "
-                f"max_notional_quote {cap}"
+                f"order_qty × price = {fmt(self.p.order_qty * price)} {self.quote} exceeds "
+                f"max_notional_quote {fmt(cap)}"
             )
         coin, need = (self.quote, gross * price) if side is Side.BUY else (self.base, gross)
         bal = s.balances.get(coin)
@@ -686,7 +686,9 @@ class Core:
             return f"no {coin} wallet balance known yet"
         if bal.available < need:
             verb = "buy" if side is Side.BUY else "sell"
-            return f"spot {verb} blocked: available {coin} {bal.available} < required {need}"
+            return (
+                f"spot {verb} blocked: available {coin} {fmt(bal.available)} < required {fmt(need)}"
+            )
         return ""
 
     # ENTRY_WORKING -----------------------------------------------------------------
@@ -1320,7 +1322,10 @@ class Core:
         loss = s.day_pnl_base - self.net_pnl(s)
         if loss >= limit:
             self._set_risk(
-                s, out, True, f"daily loss {loss} {self.quote} reached max_daily_loss_quote {limit}"
+                s,
+                out,
+                True,
+                f"daily loss {fmt(loss)} {self.quote} reached max_daily_loss_quote {fmt(limit)}",
             )
 
     def _set_risk(self, s: CoreState, out: Out, blocked: bool, reason: str) -> None:
@@ -1344,6 +1349,12 @@ class Core:
             ):
                 return False  # only a resting perp hedge may outlive the worker
         return True
+
+
+def fmt(value: Decimal) -> str:
+    """A decimal for people: no exponent, no trailing zeros."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "") else text
 
 
 def _trade(pos: LegPosition, signed_qty: Decimal, price: Decimal) -> None:
