@@ -619,7 +619,7 @@ def test_stop_in_halted_stops_once_cancels_are_confirmed() -> None:
 
 def test_snapshot_round_trip_resumes_identically() -> None:
     h = Harness.make()
-    hedge, _ = race(h)
+    _hedge, _ = race(h)
     restored = snapshot.decode(snapshot.encode(h.state))
     twin = Harness(core=h.core, state=restored, now=h.now)
     h.now += 250
@@ -631,7 +631,7 @@ def test_snapshot_round_trip_resumes_identically() -> None:
 
 def test_snapshot_of_newer_version_is_refused() -> None:
     data = snapshot.encode(Harness.make().state).replace(b'"version":1', b'"version":7')
-    with pytest.raises(snapshot.SnapshotError, match="newer arbhub.*version 7.*up to 1"):
+    with pytest.raises(snapshot.SnapshotError, match=r"newer arbhub.*version 7.*up to 1"):
         snapshot.decode(data)
     with pytest.raises(snapshot.SnapshotError, match="unreadable"):
         snapshot.decode(b"{not json")
@@ -642,7 +642,7 @@ def test_snapshot_of_newer_version_is_refused() -> None:
 
 def test_flatten_from_halted_unwinds_to_flat() -> None:
     h = Harness.make()
-    hedge, spot_exit = race(h)
+    hedge, _spot_exit = race(h)
     h.fill(hedge.link_id, "0.004")
     h.send(OutcomeUnknown(link_id="btc-1700000000-1", request=Req.CANCEL, reason="t"))
     h.send(
@@ -885,6 +885,6 @@ def test_tick_only_changes_nothing_when_idle() -> None:
 
 def test_place_commands_carry_the_instance_prefix() -> None:
     h = Harness.make()
-    hedge, spot_exit = race(h)
+    _hedge, _spot_exit = race(h)
     for p in of(h.log, PlaceOrder):
         assert p.link_id.startswith("btc-") and len(p.link_id) <= 36
