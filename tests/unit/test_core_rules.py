@@ -14,7 +14,6 @@ from tests.unit.core_harness import (
     PERP,
     D,
     Harness,
-    Req,
     of,
     order_cmds,
     places,
@@ -52,6 +51,7 @@ from worker.core.events import (
 from worker.core.instruments import gross_up_buy, trunc_to
 from worker.core.machine import TRANSITIONS, IllegalTransitionError, Trigger, next_phase
 from worker.core.model import Leg, Order, OrderStatus, OrderType, Phase, Purpose, RejectKind, Side
+from worker.core.model import Request as Req
 
 SPOT_BOOK = ("65000.0", "65000.1")
 RICH = ("65100.0", "65100.1")  # +15.38 bps: buy spot
