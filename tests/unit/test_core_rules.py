@@ -888,3 +888,23 @@ def test_place_commands_carry_the_instance_prefix() -> None:
     _hedge, _spot_exit = race(h)
     for p in of(h.log, PlaceOrder):
         assert p.link_id.startswith("btc-") and len(p.link_id) <= 36
+
+
+def test_stop_while_the_entry_fills_leaves_a_resting_hedge() -> None:
+    h = Harness.make()
+    entry = enter(h)
+    h.send(Stop())
+    cmds = h.fill(entry.link_id)  # filled before the cancel landed
+    (hedge,) = places(cmds)
+    assert hedge.purpose is Purpose.HEDGE and hedge.post_only
+    assert not of(cmds, ReportStopped)
+    assert of(h.ack(hedge.link_id), ReportStopped)
+    assert list(h.state.orders) == [hedge.link_id]
+
+
+def test_stream_reject_other_than_post_only_halts_instead_of_looping() -> None:
+    h = Harness.make()
+    entry = enter(h)
+    cmds = h.update(entry.link_id, OrderStatus.REJECTED, "0", reject=RejectKind.OTHER)
+    assert h.phase is Phase.HALTED and of(cmds, ReportHalt)
+    assert places(h.advance(1000)) == []

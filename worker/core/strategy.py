@@ -327,6 +327,9 @@ class Core:
         self._account(s, o, out)
         if o.status.terminal and o.link_id in s.orders:
             self._retire(s, o, now)
+            if o.status is OrderStatus.REJECTED and o.reject not in (None, RejectKind.POST_ONLY):
+                assert o.reject is not None
+                self._after_create_reject(s, o, o.reject, o.reject_text, now, out)
         return True
 
     def _on_execution(self, s: CoreState, ev: Execution, now: int, out: Out) -> bool:
@@ -604,7 +607,7 @@ class Core:
                 break
         self._track_unhedged(s, now)
         self._resolve_doubts(s, now, out)
-        if s.stopping and self._stop_ready(s):
+        if s.stopping and self._stop_ready(s, now):
             s.stopped = True
             out.append(ReportStopped())
 
@@ -858,7 +861,7 @@ class Core:
         if market:
             if can_hedge:
                 self._place_market(s, now, out, Leg.PERP, exit_side, Purpose.HEDGE, gap)
-        elif not s.stopping:
+        else:  # a stop keeps the hedge: alone it can only reduce exposure
             pb = s.perp_book
             if self.book_fresh(pb, now):
                 assert pb is not None
@@ -876,7 +879,7 @@ class Core:
                         post_only=True,
                         net_target=gap,
                     )
-                elif hedges:
+                elif hedges and not s.stopping:
                     self._chase(hedges[0], touch, now, out, replace_over=None)
         if hedge_only or s.phase is Phase.HALTED:
             return
@@ -1332,10 +1335,19 @@ class Core:
         s.risk_blocked, s.risk_reason = blocked, reason if blocked else ""
         out.append(ReportRiskBlock(blocked=blocked, reason=reason))
 
-    def _stop_ready(self, s: CoreState) -> bool:
-        """Stop may complete once nothing is in flight that the snapshot could miss."""
+    def _stop_ready(self, s: CoreState, now: int) -> bool:
+        """Stop may complete once nothing is in flight that the snapshot could miss, and an
+        unhedged race has its perp hedge resting (when one can be placed at all)."""
         if s.phase in (Phase.ENTRY_WORKING, Phase.UNWINDING):
             return False
+        if s.phase is Phase.RACE_EXIT and not self._live(s, Purpose.HEDGE):
+            hedge_need, _ = self._needs(s)
+            if (
+                self._perp_tradeable(hedge_need, s)
+                and self.book_fresh(s.perp_book, now)
+                and self._may_place(s, now, Purpose.HEDGE)
+            ):
+                return False
         for o in s.orders.values():
             if o.status.in_doubt or o.amend is not None:
                 return False
