@@ -14,8 +14,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+CONFIG ?= algo/spot-future-arb/config.json
+
+# Until the simulator, worker runtime and hub land, `make run` checks what exists and says so.
 run: $(STAMP)
-	@$(BIN)/python -m worker.demo
+	@echo "arbhub so far: the strategy core and the configuration check."
+	@echo "Not built yet: the exchange simulator, the worker runtime, the hub and its /arb page."
+	@for id in $$($(BIN)/python -c "from worker.config_loader import load_config; \
+	    print(' '.join(load_config('$(CONFIG)').ids))"); do \
+	  $(BIN)/spot-future-arb --config $(CONFIG) --instance $$id --check > /dev/null \
+	    && echo "  $$id: configuration valid ($(CONFIG))" || exit 2; \
+	done
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n auto
