@@ -937,3 +937,13 @@ def test_base_document_is_valid(tmp_path: Path) -> None:
     """The table's starting point must be valid, or a case could fail for the wrong reason."""
     fleet, warnings = load_config_with_warnings(write_config(tmp_path, copy.deepcopy(base_doc())))
     assert fleet.ids == ["btc", "eth"] and warnings == []
+
+
+def test_row_path_names_the_row_for_stage_two_messages() -> None:
+    """Stage-2 messages use the same JSON paths as stage 1."""
+    fleet, _ = load_config_with_warnings(SHIPPED)
+    assert [fleet.row_path(i) for i in fleet.ids] == [
+        "instances[0]",
+        "instances[1]",
+        "instances[2]",
+    ]

@@ -52,7 +52,7 @@ ROUND_TRIP_BPS = D("27.5")
 def check(**overrides: Any) -> VenueCheck:
     """A valid BTC instance unless a test overrides something."""
     kwargs: dict[str, Any] = {
-        "instance_id": "btc",
+        "path": "instances[0]",
         "spot_symbol": "BTCUSDT",
         "future_symbol": "BTCUSDT",
         "order_qty": D("0.01"),
@@ -94,7 +94,7 @@ def test_result_is_a_frozen_struct() -> None:
 def test_spot_symbol_not_found() -> None:
     result = check(spot_symbol="BTCUSDX", spot=None)
     assert result.errors == [
-        "instances[btc].spot_symbol: spot symbol 'BTCUSDX' was not found on the venue; set it "
+        "instances[0].spot_symbol: spot symbol 'BTCUSDX' was not found on the venue; set it "
         "to a symbol that /v5/market/instruments-info lists for category spot."
     ]
 
@@ -102,7 +102,7 @@ def test_spot_symbol_not_found() -> None:
 def test_perp_symbol_not_found() -> None:
     result = check(future_symbol="BTCPERPX", perp=None)
     assert result.errors == [
-        "instances[btc].future_symbol: linear perpetual 'BTCPERPX' was not found on the venue; "
+        "instances[0].future_symbol: linear perpetual 'BTCPERPX' was not found on the venue; "
         "set it to a symbol that /v5/market/instruments-info lists for category linear."
     ]
 
@@ -110,8 +110,8 @@ def test_perp_symbol_not_found() -> None:
 def test_both_symbols_missing_still_reports_both_and_no_fee_warning() -> None:
     result = check(spot=None, perp=None, spot_fees=None, perp_fees=None)
     assert [e.split(":")[0] for e in result.errors] == [
-        "instances[btc].spot_symbol",
-        "instances[btc].future_symbol",
+        "instances[0].spot_symbol",
+        "instances[0].future_symbol",
     ]
     assert result.warnings == []
 
@@ -123,7 +123,7 @@ def test_status_not_trading(leg: str, key: str, label: str) -> None:
     rules = msgspec.structs.replace(SPOT if leg == "spot" else PERP, status="PreLaunch")
     result = check(**{leg: rules})
     assert result.errors == [
-        f"instances[btc].{key}: {label} 'BTCUSDT' has status 'PreLaunch' on the venue, not "
+        f"instances[0].{key}: {label} 'BTCUSDT' has status 'PreLaunch' on the venue, not "
         "'Trading'; choose a symbol that is trading, or wait until it is."
     ]
 
@@ -132,7 +132,7 @@ def test_base_coins_differ() -> None:
     eth = msgspec.structs.replace(PERP, symbol="ETHUSDT", base_coin="ETH")
     result = check(future_symbol="ETHUSDT", perp=eth, perp_price=D("3000"))
     assert result.errors == [
-        "instances[btc].future_symbol: perp 'ETHUSDT' is on ETH but spot 'BTCUSDT' is on BTC; "
+        "instances[0].future_symbol: perp 'ETHUSDT' is on ETH but spot 'BTCUSDT' is on BTC; "
         "use a perpetual on the same coin as the spot leg."
     ]
 
@@ -141,7 +141,7 @@ def test_spot_quote_coin_differs() -> None:
     usdc = msgspec.structs.replace(SPOT, symbol="BTCUSDC", quote_coin="USDC")
     result = check(spot_symbol="BTCUSDC", spot=usdc)
     assert result.errors == [
-        "instances[btc].spot_symbol: spot 'BTCUSDC' is quoted in USDC but quote_coin is USDT; "
+        "instances[0].spot_symbol: spot 'BTCUSDC' is quoted in USDC but quote_coin is USDT; "
         "use a USDT-quoted spot symbol or change quote_coin."
     ]
 
@@ -150,7 +150,7 @@ def test_perp_settle_coin_differs() -> None:
     usdc = msgspec.structs.replace(PERP, symbol="BTCPERP", quote_coin="USDC")
     result = check(future_symbol="BTCPERP", perp=usdc)
     assert result.errors == [
-        "instances[btc].future_symbol: perp 'BTCPERP' settles in USDC but quote_coin is USDT; "
+        "instances[0].future_symbol: perp 'BTCPERP' settles in USDC but quote_coin is USDT; "
         "use a USDT-settled perpetual or change quote_coin."
     ]
 
@@ -158,8 +158,8 @@ def test_perp_settle_coin_differs() -> None:
 def test_configured_quote_coin_differs_from_both_legs() -> None:
     result = check(quote_coin="USDC")
     assert [e.split(":")[0] for e in result.errors] == [
-        "instances[btc].spot_symbol",
-        "instances[btc].future_symbol",
+        "instances[0].spot_symbol",
+        "instances[0].future_symbol",
     ]
 
 
@@ -169,7 +169,7 @@ def test_configured_quote_coin_differs_from_both_legs() -> None:
 def test_not_a_multiple_of_the_perp_qty_step() -> None:
     result = check(order_qty=D("0.0105"))
     assert result.errors == [
-        "instances[btc].order_qty: 0.0105 is not a multiple of the perp qty step 0.001 of "
+        "instances[0].order_qty: 0.0105 is not a multiple of the perp qty step 0.001 of "
         "BTCUSDT; use a multiple of it, e.g. 0.01 or 0.011."
     ]
 
@@ -179,7 +179,7 @@ def test_more_decimals_than_the_spot_precision() -> None:
     fine_perp = msgspec.structs.replace(PERP, qty_step=D("0.0000001"), min_qty=D("0.0000001"))
     result = check(order_qty=D("0.0100005"), perp=fine_perp)
     assert result.errors == [
-        "instances[btc].order_qty: 0.0100005 has more decimals than the spot precision "
+        "instances[0].order_qty: 0.0100005 has more decimals than the spot precision "
         "0.000001 of BTCUSDT allows; round it, e.g. 0.01 or 0.010001."
     ]
 
@@ -187,9 +187,9 @@ def test_more_decimals_than_the_spot_precision() -> None:
 def test_below_the_perp_minimum_quantity_also_reports_the_step() -> None:
     result = check(order_qty=D("0.0005"))
     assert result.errors == [
-        "instances[btc].order_qty: 0.0005 is not a multiple of the perp qty step 0.001 of "
+        "instances[0].order_qty: 0.0005 is not a multiple of the perp qty step 0.001 of "
         "BTCUSDT; use a multiple of it, e.g. 0.001.",
-        "instances[btc].order_qty: 0.0005 is below the perp minimum order quantity 0.001 of "
+        "instances[0].order_qty: 0.0005 is below the perp minimum order quantity 0.001 of "
         "BTCUSDT; raise it to at least 0.001.",
     ]
 
@@ -198,7 +198,7 @@ def test_below_the_spot_minimum_quantity() -> None:
     spot = msgspec.structs.replace(SPOT, min_qty=D("0.02"))
     result = check(spot=spot)
     assert result.errors == [
-        "instances[btc].order_qty: 0.01 is below the spot minimum order quantity 0.02 of "
+        "instances[0].order_qty: 0.01 is below the spot minimum order quantity 0.02 of "
         "BTCUSDT; raise it to at least 0.02."
     ]
 
@@ -206,7 +206,7 @@ def test_below_the_spot_minimum_quantity() -> None:
 def test_below_the_spot_minimum_notional() -> None:
     result = check(order_qty=D("0.001"), spot_price=D("4000"), perp_price=D("6000"))
     assert result.errors == [
-        "instances[btc].order_qty: 0.001 × 4000 = 4 USDT is below the spot minimum order value "
+        "instances[0].order_qty: 0.001 × 4000 = 4 USDT is below the spot minimum order value "
         "5 USDT of BTCUSDT; raise it to at least 0.002 at the current price."
     ]
 
@@ -214,7 +214,7 @@ def test_below_the_spot_minimum_notional() -> None:
 def test_below_the_perp_minimum_notional() -> None:
     result = check(order_qty=D("0.001"), spot_price=D("6000"), perp_price=D("4999.9"))
     assert result.errors == [
-        "instances[btc].order_qty: 0.001 × 4999.9 = 4.9999 USDT is below the perp minimum order "
+        "instances[0].order_qty: 0.001 × 4999.9 = 4.9999 USDT is below the perp minimum order "
         "value 5 USDT of BTCUSDT; raise it to at least 0.002 at the current price."
     ]
 
@@ -227,7 +227,7 @@ def test_notional_is_skipped_without_prices() -> None:
 def test_above_the_spot_maximum_quantity() -> None:
     result = check(order_qty=D("100"), entry_threshold_bps=D("30"))
     assert result.errors == [
-        "instances[btc].order_qty: 100 is above the spot maximum order quantity 83 of BTCUSDT; "
+        "instances[0].order_qty: 100 is above the spot maximum order quantity 83 of BTCUSDT; "
         "lower it to at most 83."
     ]
 
@@ -236,7 +236,7 @@ def test_above_the_perp_maximum_quantity() -> None:
     spot = msgspec.structs.replace(SPOT, max_qty=None, max_market_qty=None)
     result = check(order_qty=D("1200"), spot=spot)
     assert result.errors == [
-        "instances[btc].order_qty: 1200 is above the perp maximum order quantity 1190 of "
+        "instances[0].order_qty: 1200 is above the perp maximum order quantity 1190 of "
         "BTCUSDT; lower it to at most 1190."
     ]
     assert result.warnings == []  # max_qty error replaces the market-size warning
@@ -247,7 +247,7 @@ def test_above_the_market_maximum_is_a_warning() -> None:
     result = check(order_qty=D("50"))
     assert result.errors == []
     assert result.warnings == [
-        "instances[btc].order_qty: 50 is above the spot maximum market order quantity 41.5 of "
+        "instances[0].order_qty: 50 is above the spot maximum market order quantity 41.5 of "
         "BTCUSDT; an unwind by market order would be rejected, so lower it to at most 41.5."
     ]
 
@@ -262,14 +262,14 @@ def test_every_problem_is_reported_at_once() -> None:
     )
     prefixes = [e.split(":")[0] for e in result.errors]
     assert prefixes == [
-        "instances[btc].future_symbol",  # status
-        "instances[btc].future_symbol",  # base coin
-        "instances[btc].order_qty",  # perp step
-        "instances[btc].order_qty",  # spot precision
-        "instances[btc].order_qty",  # spot min qty
-        "instances[btc].order_qty",  # spot min notional
-        "instances[btc].order_qty",  # perp min qty
-        "instances[btc].order_qty",  # perp min notional
+        "instances[0].future_symbol",  # status
+        "instances[0].future_symbol",  # base coin
+        "instances[0].order_qty",  # perp step
+        "instances[0].order_qty",  # spot precision
+        "instances[0].order_qty",  # spot min qty
+        "instances[0].order_qty",  # spot min notional
+        "instances[0].order_qty",  # perp min qty
+        "instances[0].order_qty",  # perp min notional
     ]
     assert len(result.warnings) == 1
     assert all(message.endswith(".") for message in result.errors + result.warnings)
@@ -286,7 +286,7 @@ def test_threshold_below_round_trip_fees_warns() -> None:
     result = check(entry_threshold_bps=D("20"))
     assert result.errors == []
     assert result.warnings == [
-        "instances[btc].entry_threshold_bps: 20 is below the round-trip fees of 27.5 bps (spot "
+        "instances[0].entry_threshold_bps: 20 is below the round-trip fees of 27.5 bps (spot "
         "maker + perp maker + spot taker + perp taker), so a cycle can lose money; raise it "
         "above 27.5."
     ]
@@ -302,7 +302,7 @@ def test_maker_rebates_lower_the_round_trip() -> None:
     assert round_trip_fee_bps(spot_fees, perp_fees) == D("6.5")
     result = check(entry_threshold_bps=D("6"), spot_fees=spot_fees, perp_fees=perp_fees)
     assert result.warnings == [
-        "instances[btc].entry_threshold_bps: 6 is below the round-trip fees of 6.5 bps (spot "
+        "instances[0].entry_threshold_bps: 6 is below the round-trip fees of 6.5 bps (spot "
         "maker + perp maker + spot taker + perp taker), so a cycle can lose money; raise it "
         "above 6.5."
     ]
@@ -312,6 +312,6 @@ def test_missing_fee_rates_warn_that_the_check_was_skipped() -> None:
     result = check(perp_fees=None, entry_threshold_bps=D("1"))
     assert result.errors == []
     assert result.warnings == [
-        "instances[btc].entry_threshold_bps: the venue returned no fee rate for BTCUSDT, so the "
+        "instances[0].entry_threshold_bps: the venue returned no fee rate for BTCUSDT, so the "
         "threshold was not compared with the round-trip fees; check it by hand."
     ]

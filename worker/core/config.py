@@ -163,6 +163,12 @@ class FleetConfig(msgspec.Struct, frozen=True, kw_only=True):
     def ids(self) -> list[str]:
         return [row.id for row in self.instances]
 
+    def row_path(self, instance_id: str) -> str:
+        """JSON path of an instance's row (empty for a single-strategy root), for messages."""
+        if self.single_strategy:
+            return ""
+        return f"instances[{self.ids.index(instance_id)}]"
+
     def instance(self, id: str | None) -> InstanceConfig:
         """The instance a worker runs; ``None`` is fine when there is only one."""
         ids = ", ".join(self.ids)

@@ -2,9 +2,9 @@
 
 Runs at worker start with the venue's instruments-info and fee rates (ARCHITECTURE §3). It is
 pure so the same rules can be tested without a venue and shown by ``--check``. Every problem is
-reported at once, each as ``instances[<id>].<key>: <what is wrong>; <what to do>.``, so an
-operator fixes the config in one pass; any error makes the start a configuration error (exit
-code 2), warnings are shown and the worker starts.
+reported at once, each as ``instances[<n>].<key>: <what is wrong>; <what to do>.`` (the JSON
+paths of stage 1), so an operator fixes the config in one pass; any error makes the start a
+configuration error (exit code 2), warnings are shown and the worker starts.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def round_trip_fee_bps(spot_fees: FeeRates, perp_fees: FeeRates) -> Decimal:
 
 def check_instance_against_venue(
     *,
-    instance_id: str,
+    path: str,
     spot_symbol: str,
     future_symbol: str,
     order_qty: Decimal,
@@ -73,10 +73,11 @@ def check_instance_against_venue(
     spot_price: Decimal | None,
     perp_price: Decimal | None,
 ) -> VenueCheck:
-    """Check one instance; ``None`` rules mean the symbol is not listed, ``None`` prices skip
+    """Check one instance; ``path`` is its row's JSON path (``FleetConfig.row_path``, empty for
+    a single-strategy root). ``None`` rules mean the symbol is not listed, ``None`` prices skip
     the notional check, ``None`` fees skip the fee check (with a warning)."""
-    path = f"instances[{instance_id}]"
-    qty_path = f"{path}.order_qty"
+    prefix = f"{path}." if path else ""
+    qty_path = f"{prefix}order_qty"
     qty = _fmt(order_qty)
     errors: list[str] = []
     warnings: list[str] = []
@@ -84,36 +85,36 @@ def check_instance_against_venue(
     # -- listing, status and coins ---------------------------------------------------------
     if spot is None:
         errors.append(
-            f"{path}.spot_symbol: spot symbol {spot_symbol!r} was not found on the venue; "
+            f"{prefix}spot_symbol: spot symbol {spot_symbol!r} was not found on the venue; "
             "set it to a symbol that /v5/market/instruments-info lists for category spot."
         )
     if perp is None:
         errors.append(
-            f"{path}.future_symbol: linear perpetual {future_symbol!r} was not found on the "
+            f"{prefix}future_symbol: linear perpetual {future_symbol!r} was not found on the "
             "venue; set it to a symbol that /v5/market/instruments-info lists for category "
             "linear."
         )
     for rules, key, leg in ((spot, "spot_symbol", "spot"), (perp, "future_symbol", "perp")):
         if rules is not None and rules.status != _TRADING:
             errors.append(
-                f"{path}.{key}: {leg} {rules.symbol!r} has status {rules.status!r} on the "
+                f"{prefix}{key}: {leg} {rules.symbol!r} has status {rules.status!r} on the "
                 f"venue, not {_TRADING!r}; choose a symbol that is trading, or wait until it is."
             )
     if spot is not None and perp is not None and spot.base_coin != perp.base_coin:
         errors.append(
-            f"{path}.future_symbol: perp {perp.symbol!r} is on {perp.base_coin} but spot "
+            f"{prefix}future_symbol: perp {perp.symbol!r} is on {perp.base_coin} but spot "
             f"{spot.symbol!r} is on {spot.base_coin}; use a perpetual on the same coin as the "
             "spot leg."
         )
     if spot is not None and spot.quote_coin != quote_coin:
         errors.append(
-            f"{path}.spot_symbol: spot {spot.symbol!r} is quoted in {spot.quote_coin} but "
+            f"{prefix}spot_symbol: spot {spot.symbol!r} is quoted in {spot.quote_coin} but "
             f"quote_coin is {quote_coin}; use a {quote_coin}-quoted spot symbol or change "
             "quote_coin."
         )
     if perp is not None and perp.quote_coin != quote_coin:
         errors.append(
-            f"{path}.future_symbol: perp {perp.symbol!r} settles in {perp.quote_coin} but "
+            f"{prefix}future_symbol: perp {perp.symbol!r} settles in {perp.quote_coin} but "
             f"quote_coin is {quote_coin}; use a {quote_coin}-settled perpetual or change "
             "quote_coin."
         )
@@ -170,7 +171,7 @@ def check_instance_against_venue(
         round_trip = round_trip_fee_bps(spot_fees, perp_fees)
         if entry_threshold_bps < round_trip:
             warnings.append(
-                f"{path}.entry_threshold_bps: {_fmt(entry_threshold_bps)} is below the "
+                f"{prefix}entry_threshold_bps: {_fmt(entry_threshold_bps)} is below the "
                 f"round-trip fees of {_fmt(round_trip)} bps (spot maker + perp maker + spot "
                 f"taker + perp taker), so a cycle can lose money; raise it above "
                 f"{_fmt(round_trip)}."
@@ -182,7 +183,7 @@ def check_instance_against_venue(
             if fees is None
         )
         warnings.append(
-            f"{path}.entry_threshold_bps: the venue returned no fee rate for {missing}, so "
+            f"{prefix}entry_threshold_bps: the venue returned no fee rate for {missing}, so "
             "the threshold was not compared with the round-trip fees; check it by hand."
         )
 
