@@ -908,3 +908,37 @@ def test_stream_reject_other_than_post_only_halts_instead_of_looping() -> None:
     cmds = h.update(entry.link_id, OrderStatus.REJECTED, "0", reject=RejectKind.OTHER)
     assert h.phase is Phase.HALTED and of(cmds, ReportHalt)
     assert places(h.advance(1000)) == []
+
+
+def test_unwind_leg_ending_short_is_repeated_then_halts() -> None:
+    h = Harness.make()
+    carry(h)
+    spot, perp = by_leg(places(h.book(Leg.PERP, *NEUTRAL)))
+    h.ack(spot.link_id)
+    h.fill(spot.link_id, price="65000.0")
+    link = perp.link_id
+    for attempt in range(3):
+        h.ack(link)
+        h.execution(link, "0.002", "65003.0")
+        cmds = h.update(link, OrderStatus.CANCELLED, "0.002", price="65003.0")  # IOC ran dry
+        if attempt < 2:
+            (again,) = places(cmds)
+            assert (again.leg, again.qty, again.reduce_only) == (
+                Leg.PERP,
+                D("0.01") - D("0.002") * (attempt + 1),
+                True,
+            )
+            link = again.link_id
+    assert h.phase is Phase.HALTED and of(cmds, ReportHalt)
+    assert "3 market orders on the perp ended unfilled" in of(cmds, ReportHalt)[0].detail
+
+
+def test_market_mode_hedges_many_partial_fills_without_halting() -> None:
+    h = Harness.make(hedge_mode=HedgeMode.MARKET, order_qty=D("0.01"))
+    entry = enter(h)
+    for _ in range(5):
+        (hedge,) = places(h.fill(entry.link_id, "0.002"))
+        h.ack(hedge.link_id)
+        h.fill(hedge.link_id, price="65100.0")
+    assert h.phase is not Phase.HALTED
+    assert h.state.perp.qty <= D("-0.009")

@@ -174,6 +174,7 @@ class TopOfBook(msgspec.Struct, kw_only=True):
     ask_qty: Decimal
     ts_ms: int  # venue timestamp
     update_id: int
+    mid: Decimal
     received_ms: int  # local time the core saw it: freshness is judged on this
     invalid: str = ""  # non-empty: gapped / resubscribing / crossed, with the reason
 
@@ -205,7 +206,7 @@ class Cycle(msgspec.Struct, kw_only=True):
     entry_done: bool = False
     forced: bool = False  # max_unhedged_ms passed: finish with market orders
     exit_reason: str = ""
-    market_attempts: dict[str, int] = msgspec.field(default_factory=dict)
+    market_shortfalls: dict[str, int] = msgspec.field(default_factory=dict)
 
     @property
     def entry_price(self) -> Decimal | None:

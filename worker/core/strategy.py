@@ -92,7 +92,7 @@ QUERY_AFTER_MS = 3_000  # a request unanswered this long is resolved by querying
 QUERY_RETRY_MS = 1_000  # and the query is repeated at this pace until it is
 CANCEL_RETRY_MS = 1_000  # a cancel the venue has not confirmed is re-sent at this pace
 REJECT_COOLDOWN_MS = 5_000  # an entry refused for a transient reason waits this long
-MAX_MARKET_ATTEMPTS = 3  # market orders per leg and purpose before a cycle gives up and halts
+MAX_MARKET_ATTEMPTS = 3  # market orders per leg and purpose that may end short before halting
 DONE_KEEP = 64  # terminal orders remembered for late and duplicated messages
 
 _RETRYABLE = frozenset({RejectKind.POST_ONLY, RejectKind.RATE_LIMITED})
@@ -156,6 +156,8 @@ class Core:
 
     def __init__(self, params: CoreParams) -> None:
         self.p = params
+        self._needs_key: tuple[Decimal, Decimal, Decimal, int] | None = None
+        self._needs_value = (ZERO, ZERO)
         self.base = params.spot.base_coin
         self.quote = params.spot.quote_coin
         self._handlers: dict[type[Any], Callable[[CoreState, Any, int, Out], bool]] = {
@@ -268,6 +270,7 @@ class Core:
             ask_qty=ev.ask_qty,
             ts_ms=ev.ts_ms,
             update_id=ev.update_id,
+            mid=(ev.bid + ev.ask) / 2,
             received_ms=now,
             invalid="crossed book" if crossed else "",
         )
@@ -579,6 +582,10 @@ class Core:
         self._check_daily_loss(s, out)
 
     def _retire(self, s: CoreState, o: Order, now: int) -> None:
+        cyc = s.cycle
+        if o.order_type is OrderType.MARKET and o.applied_qty < o.qty and cyc is not None:
+            key = f"{o.leg}:{o.purpose}"  # an IOC that ran out of liquidity or was refused
+            cyc.market_shortfalls[key] = cyc.market_shortfalls.get(key, 0) + 1
         del s.orders[o.link_id]
         s.done[o.link_id] = o
         if len(s.done) > DONE_KEEP:
@@ -702,6 +709,8 @@ class Core:
         entries = [o for o in s.orders.values() if o.purpose is Purpose.ENTRY]
         if self.p.hedge_mode is HedgeMode.MARKET:
             self._work_exits(s, now, out, hedge_only=True)
+            if s.phase is not Phase.ENTRY_WORKING:
+                return  # the hedge could not complete: halted
         sb = s.spot_book
         remaining = cyc.entry_gross - cyc.entry_filled
         ref = (sb.bid if cyc.side is Side.BUY else sb.ask) if sb is not None else None
@@ -780,13 +789,17 @@ class Core:
     def _needs(self, s: CoreState) -> tuple[Decimal, Decimal]:
         """(perp still to hedge, spot not covered by the perp), in the cycle's direction.
 
-        A negative hedge need is an over-hedge of that size.
+        A negative hedge need is an over-hedge of that size. Memoised on the positions it
+        depends on: a book update, the common event, changes none of them.
         """
         sign = self._direction(s)
-        held = self.cycle_spot(s) * sign
-        hedged = -s.perp.qty * sign
-        hedge_need = trunc_to(held, self.p.perp.qty_step) - hedged
-        return hedge_need, held - hedged
+        key = (s.spot.qty, s.dust, s.perp.qty, sign)
+        if key != self._needs_key:
+            held = (s.spot.qty - s.dust) * sign
+            hedged = -s.perp.qty * sign
+            hedge_need = trunc_to(held, self.p.perp.qty_step) - hedged
+            self._needs_key, self._needs_value = key, (hedge_need, held - hedged)
+        return self._needs_value
 
     def _direction(self, s: CoreState) -> int:
         if s.cycle is not None:
@@ -804,7 +817,7 @@ class Core:
         ):
             cyc.forced = True  # bound the leg risk: finish with market orders
         self._work_exits(s, now, out, hedge_only=False)
-        if s.orders:
+        if s.orders or s.phase is not Phase.RACE_EXIT:
             return
         hedge_need, spot_need = self._needs(s)
         if self._exposed(s, hedge_need, spot_need) or s.stopping:
@@ -830,8 +843,15 @@ class Core:
         market = cyc.forced or self.p.hedge_mode is HedgeMode.MARKET
         hedge_need, spot_need = self._needs(s)
         exit_side = cyc.side.opposite  # the perp hedge and the spot exit both trade this way
+        closes: list[Order] = []
+        hedges: list[Order] = []
+        exits: list[Order] = []
+        by_purpose = {Purpose.CLOSE_EXCESS: closes, Purpose.HEDGE: hedges, Purpose.SPOT_EXIT: exits}
+        for o in s.orders.values():
+            group = by_purpose.get(o.purpose)
+            if group is not None:
+                group.append(o)
         # 1. over-hedge: both exits filled; close the excess perp at once
-        closes = self._live(s, Purpose.CLOSE_EXCESS)
         if hedge_need < ZERO:
             excess = -hedge_need - sum((o.leaves for o in closes), ZERO)
             if excess > ZERO and excess >= self.p.perp.min_qty:
@@ -850,7 +870,6 @@ class Core:
         # 2. the perp hedge
         # below the perp's minimum the hedge cannot work; the spot exit takes that part
         hedge_target = hedge_need if self._perp_tradeable(hedge_need, s) else ZERO
-        hedges = self._live(s, Purpose.HEDGE)
         if market:
             for o in hedges:
                 if o.order_type is OrderType.LIMIT:
@@ -879,7 +898,7 @@ class Core:
                         post_only=True,
                         net_target=gap,
                     )
-                elif hedges and not s.stopping:
+                elif hedges and not s.stopping and self._due(hedges[0], now):
                     self._chase(hedges[0], touch, now, out, replace_over=None)
         if hedge_only or s.phase is Phase.HALTED:
             return
@@ -888,7 +907,6 @@ class Core:
         exit_need = floor_to(exit_need, self.p.spot.qty_step) if exit_need > ZERO else ZERO
         if not self._spot_tradeable(exit_need, s):
             exit_need = ZERO  # dust: tracked, never traded
-        exits = self._live(s, Purpose.SPOT_EXIT)
         if s.stopping:
             for o in exits:
                 self._cancel(o, now, out)
@@ -911,7 +929,7 @@ class Core:
             or not self._spot_tradeable(exit_need, s)
             or not self._may_place(s, now, Purpose.SPOT_EXIT)
         ):
-            if exits and not cyc.forced:
+            if exits and not cyc.forced and self._due(exits[0], now):
                 target = self._spot_exit_price(s, now)
                 if target is not None:
                     self._chase(exits[0], target, now, out, replace_over=None)
@@ -956,18 +974,19 @@ class Core:
         (market, cancelling, amending, unacknowledged) keeps reserving all it may still fill."""
         budget = target
         for o in orders:
+            leaves = o.leaves
             if (
                 o.order_type is OrderType.MARKET
                 or o.cancel_sent_ms is not None
                 or o.amend is not None
                 or o.status is not OrderStatus.OPEN
             ):
-                budget -= o.leaves
+                budget -= leaves
                 continue
-            keep = budget if grow else min(budget, o.leaves)
+            keep = budget if grow else min(budget, leaves)
             if keep <= ZERO:
                 self._cancel(o, now, out)
-            elif keep != o.leaves:
+            elif keep != leaves:
                 self._amend(o, now, out, qty=o.applied_qty + keep, price=None)
             budget -= max(keep, ZERO)
 
@@ -1142,17 +1161,15 @@ class Core:
     ) -> None:
         cyc = s.cycle
         assert cyc is not None
-        key = f"{leg}:{purpose}"
-        attempts = cyc.market_attempts.get(key, 0)
-        if attempts >= MAX_MARKET_ATTEMPTS:
+        shortfalls = cyc.market_shortfalls.get(f"{leg}:{purpose}", 0)
+        if shortfalls >= MAX_MARKET_ATTEMPTS:
             self._halt(
                 s,
                 out,
                 f"{purpose} could not complete",
-                f"{attempts} market orders on the {leg} left {qty} to trade",
+                f"{shortfalls} market orders on the {leg} ended unfilled; {qty} still to trade",
             )
             return
-        cyc.market_attempts[key] = attempts + 1
         self._place(
             s,
             now,
@@ -1171,19 +1188,23 @@ class Core:
     ) -> None:
         """Re-price a working maker order to ``target`` once per ``chase_interval_ms``: amend,
         or cancel (and place anew once the cancel is final) beyond ``replace_over`` bps."""
-        if (
-            o.status is not OrderStatus.OPEN
-            or o.amend is not None
-            or o.cancel_sent_ms is not None
-            or o.price is None
-            or target == o.price
-            or now - o.last_action_ms < self.p.chase_interval_ms
-        ):
+        if not self._due(o, now) or target == o.price:
             return
+        assert o.price is not None
         if replace_over is not None and abs(target - o.price) * basis.BPS > replace_over * o.price:
             self._cancel(o, now, out)
         else:
             self._amend(o, now, out, qty=None, price=target)
+
+    def _due(self, o: Order, now: int) -> bool:
+        """A working maker order whose re-pricing interval has passed, with nothing in flight."""
+        return (
+            now - o.last_action_ms >= self.p.chase_interval_ms
+            and o.status is OrderStatus.OPEN
+            and o.amend is None
+            and o.cancel_sent_ms is None
+            and o.price is not None
+        )
 
     def _amend(
         self, o: Order, now: int, out: Out, *, qty: Decimal | None, price: Decimal | None
@@ -1292,7 +1313,7 @@ class Core:
 
     def _ref_price(self, s: CoreState, leg: Leg) -> Decimal | None:
         book = s.spot_book if leg is Leg.SPOT else s.perp_book
-        return None if book is None else (book.bid + book.ask) / 2
+        return None if book is None else book.mid
 
     def _perp_tradeable(self, qty: Decimal, s: CoreState) -> bool:
         if qty <= ZERO or qty < self.p.perp.min_qty:
