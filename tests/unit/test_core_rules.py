@@ -610,11 +610,35 @@ def test_stop_in_unwinding_waits_for_the_unwind() -> None:
 def test_stop_in_halted_stops_once_cancels_are_confirmed() -> None:
     h = Harness.make()
     hedge, spot_exit = race(h)
-    h.send(Flatten())
+    h.send(
+        Execution(
+            link_id="btc-9-9",
+            exec_id="zz",
+            qty=D("1"),
+            price=D("1"),
+            fee=D("0"),
+            fee_coin="USDT",
+            is_maker=True,
+            exec_ms=h.now,
+        )
+    )
+    assert h.phase is Phase.HALTED
+    assert not of(h.send(Stop()), ReportStopped)  # the halt's cancels are not confirmed yet
     h.ack(spot_exit.link_id, Req.CANCEL)
-    h.ack(hedge.link_id, Req.CANCEL)
-    cmds = h.send(Stop())
-    assert of(cmds, ReportStopped) == []  # unwinding: the flatten must finish first
+    assert not of(h.advance(10), ReportStopped)
+    cmds = h.ack(hedge.link_id, Req.CANCEL)
+    assert of(cmds, ReportStopped) and order_cmds(cmds) == []
+
+
+def test_stop_during_flatten_waits_for_the_unwind() -> None:
+    h = Harness.make()
+    carry(h)
+    legs = places(h.send(Flatten()))
+    assert not of(h.send(Stop()), ReportStopped)
+    for p in legs:
+        h.ack(p.link_id)
+        cmds = h.fill(p.link_id, price="65000.0")
+    assert of(cmds, ReportStopped) and h.phase is Phase.FLAT
 
 
 def test_snapshot_round_trip_resumes_identically() -> None:

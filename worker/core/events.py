@@ -35,7 +35,8 @@ class OrderUpdate(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     link_id: str
     status: OrderStatus  # OPEN, FILLED, CANCELLED or REJECTED
     cum_qty: Decimal
-    cum_value: Decimal
+    cum_value: Decimal | None  # cumExecValue; None: derive from avg_price
+    avg_price: Decimal | None = None
     cum_fee: Decimal
     fee_coin: str
     qty: Decimal

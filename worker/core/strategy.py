@@ -308,7 +308,10 @@ class Core:
         if ev.order_id:
             o.venue_order_id = ev.order_id
         if ev.cum_qty > o.upd_qty:
-            o.upd_qty, o.upd_value = ev.cum_qty, ev.cum_value
+            value = ev.cum_value
+            if value is None:  # venues that report only the average price
+                value = ev.cum_qty * (ev.avg_price or o.price or ZERO)
+            o.upd_qty, o.upd_value = ev.cum_qty, value
             o.upd_fee, o.upd_fee_coin = ev.cum_fee, ev.fee_coin
         newer = ev.updated_ms >= o.venue_updated_ms
         if not o.status.terminal:
