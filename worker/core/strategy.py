@@ -927,11 +927,7 @@ class Core:
         self._trim(
             exits, exit_qty, now, out, grow=not buy or any(o.leaves < exit_need for o in exits)
         )
-        if (
-            exits
-            or not self._spot_tradeable(exit_need, s)
-            or not self._may_place(s, now, Purpose.SPOT_EXIT)
-        ):
+        if exits or not exit_need or not self._may_place(s, now, Purpose.SPOT_EXIT):
             if exits and not cyc.forced and self._due(exits[0], now):
                 target = self._spot_exit_price(s, now)
                 if target is not None:
@@ -1325,11 +1321,16 @@ class Core:
         return price is None or qty * price >= self.p.perp.min_notional
 
     def _spot_tradeable(self, qty: Decimal, s: CoreState) -> bool:
-        qty = floor_to(abs(qty), self.p.spot.qty_step)
-        if qty <= ZERO or qty < self.p.spot.min_qty:
+        """Whether the spot can trade ``qty`` (signed, any precision) after rounding it down."""
+        if qty < ZERO:
+            qty = -qty
+        if qty < self.p.spot.min_qty or not qty:
             return False
+        qty = floor_to(qty, self.p.spot.qty_step)
         price = self._ref_price(s, Leg.SPOT)
-        return price is None or qty * price >= self.p.spot.min_notional
+        return qty >= self.p.spot.min_qty and (
+            price is None or qty * price >= self.p.spot.min_notional
+        )
 
     def _set_blocked(self, s: CoreState, out: Out, reason: str) -> None:
         if s.blocked != reason:
