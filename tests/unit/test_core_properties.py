@@ -671,7 +671,9 @@ class CoreMachine(RuleBasedStateMachine):
     def settle(self, dt: int, resend: bool) -> None:
         """Quiescence: the venue answers every request truthfully and in order, delivers every
         deferred message, and time passes (the unchanged books resent, or going stale). The
-        core must come to rest, agreeing with the venue about every order."""
+        core must come to rest, agreeing with the venue about every order, and no race or unwind
+        may outlast ``max_unhedged_ms`` (resting maker exits then give way to market orders)."""
+        waited = 0
         for _ in range(SETTLE_ROUNDS):
             while self.requests or self.outbox:
                 while self.requests:
@@ -679,7 +681,8 @@ class CoreMachine(RuleBasedStateMachine):
                 while self.outbox:
                     self.send(self.outbox.pop(0))
             self.tick(dt, resend)
-            if not self.requests:
+            waited += dt
+            if not self.requests and waited > self.p.max_unhedged_ms:
                 break
         s = self.state
         # KNOWN BUG (test_a_cancel_that_failed_is_sent_again): a cancel from a chase or a trim
@@ -707,6 +710,8 @@ class CoreMachine(RuleBasedStateMachine):
             assert o.price == v.price, ("views differ", o, v)
         for v in self.orders.values():
             assert not v.working or v.link_id in s.orders, ("orphan at the venue", v)
+        if not hanging:
+            assert s.phase not in (Phase.RACE_EXIT, Phase.UNWINDING), ("stuck", s.phase, s.orders)
 
     # ------------------------------------------------------------------ rules: operator, resume
 
@@ -762,6 +767,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.check_halted_sends_nothing(ev, pre_phase, pre_live, cmds)
         self.check_operator_exit_holds(ev, pre_phase, cmds)
         self.check_positions()
+        self.check_no_busy_retry(ev, pre_live, cmds)
 
     def teardown(self) -> None:
         """Steer generation towards runs that visit many distinct situations (phase and the
@@ -937,6 +943,25 @@ class CoreMachine(RuleBasedStateMachine):
         known = bool(reasons) and all(r.endswith("could not complete") for r in reasons)
         assert known, ("halted again at once", ev, cmds)
 
+    def check_no_busy_retry(self, ev: Event, pre_live: set[str], cmds: list[Command]) -> None:
+        """10. A create refused as PostOnly or rate-limited is not retried in the same step
+        (§5.7: back off, never busy-loop on a rejection)."""
+        if not (
+            isinstance(ev, Rejected)
+            and ev.request is Request.CREATE
+            and ev.kind in (RejectKind.POST_ONLY, RejectKind.RATE_LIMITED)
+            and ev.link_id in pre_live
+        ):
+            return
+        refused = self.state.done.get(ev.link_id)
+        assert refused is not None, ev
+        # KNOWN BUG (test_rate_limited_market_order_backs_off_instead_of_halting): unwinds and
+        # over-hedge closes are re-sent at once. Remove this exception once fixed.
+        if refused.purpose in (Purpose.UNWIND, Purpose.CLOSE_EXCESS):
+            return
+        again = [c for c in cmds if isinstance(c, PlaceOrder) and c.purpose is refused.purpose]
+        assert not again, ("busy retry", ev, again)
+
     def check_positions(self) -> None:
         """7. Positions are exactly the fills the core was told about: per order the larger of
         the de-duplicated executions and the largest cumulative update, the spot net of the
@@ -1056,3 +1081,41 @@ def test_operator_leaving_halted_gets_a_new_market_order_budget(action: str) -> 
     cmds = h.send(operator_action)
     assert h.phase is not Phase.HALTED, of(cmds, ReportHalt)
     assert places(cmds), "the operator action sends the market order it stands for"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: a rate-limited unwind/close-excess is re-sent at once, then halts after 3",
+)
+@pytest.mark.parametrize("purpose", [Purpose.UNWIND, Purpose.CLOSE_EXCESS])
+def test_rate_limited_market_order_backs_off_instead_of_halting(purpose: Purpose) -> None:
+    """§5.7: on a rate-limit refusal back off, never busy-loop. A refused unwind or
+    close-excess market order is re-sent in the same millisecond (``_decide_unwind`` and the
+    over-hedge close ignore ``next_place``), and every refusal counts as a market shortfall: the
+    third rate-limit refusal halts the instance ("unwind could not complete") with the carry
+    still open. (The hedge and the spot exit do wait for the next interval.)"""
+    h = Harness.make()
+    (entry,) = places(h.books(SPOT_BOOK, RICH))
+    h.ack(entry.link_id)
+    h.fill(entry.link_id)
+    hedge, spot_exit = h.one_live(Purpose.HEDGE), h.one_live(Purpose.SPOT_EXIT)
+    h.ack(hedge.link_id)
+    h.ack(spot_exit.link_id)
+    if purpose is Purpose.UNWIND:
+        h.fill(hedge.link_id)
+        h.cancelled(spot_exit.link_id)
+        cmds = h.book(Leg.PERP, "65003.0", "65003.1")  # the carry exit: unwind both legs
+    else:
+        h.fill(spot_exit.link_id)
+        cmds = h.fill(hedge.link_id)  # both exits filled: close the excess perp
+    (order,) = [p for p in places(cmds) if p.leg is Leg.PERP and p.purpose is purpose]
+    cmds = h.reject(order.link_id, RejectKind.RATE_LIMITED)
+    assert not places(cmds), "re-sent in the same millisecond"
+    retries = 0
+    for _ in range(10):  # the venue stays busy for ten seconds, refusing every retry
+        h.advance(1000)
+        for o in h.live(purpose):
+            retries += 1
+            h.reject(o.link_id, RejectKind.RATE_LIMITED)
+    assert 0 < retries <= 20, retries
+    assert h.phase is not Phase.HALTED, "a busy venue is not a failed unwind"
