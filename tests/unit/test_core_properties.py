@@ -31,8 +31,7 @@ After every single event (``CoreMachine.check``):
 And after ``settle`` (the venue answers everything, time passes): 9. the core comes to rest
 agreeing with the venue about every order and position, with no race or unwind left over.
 
-Core bugs found by the machine are the xfail tests at the end; the machine tolerates each only
-where a comment says "KNOWN BUG".
+The core bugs the machine found are pinned down by the named regression tests at the end.
 """
 
 from __future__ import annotations
@@ -714,23 +713,9 @@ class CoreMachine(RuleBasedStateMachine):
             if not self.requests and waited > self.p.max_unhedged_ms:
                 break
         s = self.state
-        # KNOWN BUG (test_a_cancel_that_failed_is_sent_again): a cancel from a chase or a trim
-        # that failed is never re-sent, so its order hangs (and is queried forever). Remove
-        # ``hanging`` once the core is fixed.
-        hanging = {
-            o.link_id
-            for o in s.orders.values()
-            if o.cancel_sent_ms is not None
-            and o.status is OrderStatus.OPEN
-            and not o.cancel_acked
-            and self.orders[o.link_id].working
-        }
         # 9. the core comes to rest: a plain Tick sends nothing, nothing is in doubt or hanging
-        pending = [r for r in self.requests if not (r.kind == "query" and r.link_id in hanging)]
-        assert not pending, ("the core does not come to rest", pending)
+        assert not self.requests, ("the core does not come to rest", self.requests)
         for o in s.orders.values():
-            if o.link_id in hanging:
-                continue
             assert o.status is OrderStatus.OPEN, o
             assert o.amend is None and o.cancel_sent_ms is None, ("request left hanging", o)
             v = self.orders[o.link_id]
@@ -739,8 +724,7 @@ class CoreMachine(RuleBasedStateMachine):
             assert o.price == v.price, ("views differ", o, v)
         for v in self.orders.values():
             assert not v.working or v.link_id in s.orders, ("orphan at the venue", v)
-        if not hanging:
-            assert s.phase not in (Phase.RACE_EXIT, Phase.UNWINDING), ("stuck", s.phase, s.orders)
+        assert s.phase not in (Phase.RACE_EXIT, Phase.UNWINDING), ("stuck", s.phase, s.orders)
         # with every message delivered the positions are the venue's own fills
         spot, perp = ZERO, ZERO
         for v in self.orders.values():
@@ -982,11 +966,7 @@ class CoreMachine(RuleBasedStateMachine):
         left = any(isinstance(c, ReportTransition) and c.source is Phase.HALTED for c in cmds)
         if not left or self.state.phase is not Phase.HALTED:
             return
-        reasons = [c.reason for c in cmds if isinstance(c, ReportHalt)]
-        # KNOWN BUG (test_operator_leaving_halted_gets_a_new_market_order_budget): the cycle's
-        # market shortfalls survive the operator action. Remove this exception once fixed.
-        known = bool(reasons) and all(r.endswith("could not complete") for r in reasons)
-        assert known, ("halted again at once", ev, cmds)
+        raise AssertionError(("halted again at once", ev, cmds))
 
     def check_no_busy_retry(self, ev: Event, pre_live: set[str], cmds: list[Command]) -> None:
         """10. A create refused as PostOnly or rate-limited is not retried in the same step
@@ -1000,10 +980,6 @@ class CoreMachine(RuleBasedStateMachine):
             return
         refused = self.state.done.get(ev.link_id)
         assert refused is not None, ev
-        # KNOWN BUG (test_rate_limited_market_order_backs_off_instead_of_halting): unwinds and
-        # over-hedge closes are re-sent at once. Remove this exception once fixed.
-        if refused.purpose in (Purpose.UNWIND, Purpose.CLOSE_EXCESS):
-            return
         again = [c for c in cmds if isinstance(c, PlaceOrder) and c.purpose is refused.purpose]
         assert not again, ("busy retry", ev, again)
 
@@ -1053,18 +1029,13 @@ CoreMachine.TestCase.settings = settings(stateful_step_count=60)
 TestCoreProperties = CoreMachine.TestCase
 
 
-# ----------------------------------------------------------------------------- core bugs found
-# Each is the smallest example the machine above shrank to; the machine tolerates it only where
-# marked "KNOWN BUG" (remove that tolerance together with the xfail once the core is fixed).
+# ----------------------------------------------------------------------------- regressions
+# Each is the smallest example the machine above shrank a core bug to (all fixed).
 
 SPOT_BOOK = ("65000.0", "65000.1")
 RICH = ("65100.0", "65100.1")  # +15.4 bps: the entry buys spot
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a cancel from a chase re-price or an exit trim is never re-sent if it fails",
-)
 @pytest.mark.parametrize("failure", ["lost", "rate_limited"])
 @pytest.mark.parametrize("path", ["entry_chase", "exit_trim"])
 def test_a_cancel_that_failed_is_sent_again(path: str, failure: str) -> None:
@@ -1101,10 +1072,6 @@ def test_a_cancel_that_failed_is_sent_again(path: str, failure: str) -> None:
     assert resent, "never cancelled again: the order works on, queried every second forever"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: market-order shortfalls survive Resume/Flatten, which re-halt at once",
-)
 @pytest.mark.parametrize(
     "action", ["resume_after_hedge_shortfalls", "flatten_after_unwind_shortfalls"]
 )
@@ -1148,10 +1115,6 @@ def test_operator_leaving_halted_gets_a_new_market_order_budget(action: str) -> 
     assert places(cmds), "the operator action sends the market order it stands for"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a rate-limited unwind/close-excess is re-sent at once, then halts after 3",
-)
 @pytest.mark.parametrize("purpose", [Purpose.UNWIND, Purpose.CLOSE_EXCESS])
 def test_rate_limited_market_order_backs_off_instead_of_halting(purpose: Purpose) -> None:
     """§5.7: on a rate-limit refusal back off, never busy-loop. A refused unwind or

@@ -143,7 +143,8 @@ class Order(msgspec.Struct, kw_only=True):
     applied_fees: dict[str, Decimal] = msgspec.field(default_factory=dict)
     # requests in flight
     amend: PendingAmend | None = None
-    cancel_sent_ms: int | None = None
+    cancel_sent_ms: int | None = None  # when the cancel was first asked for
+    cancel_last_ms: int | None = None  # when it was last sent (a lost one is sent again)
     cancel_acked: bool = False
     query_sent_ms: int | None = None
 

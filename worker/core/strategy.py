@@ -242,8 +242,8 @@ class Core:
         for o in s.orders.values():
             if o.order_type is OrderType.LIMIT:
                 times.append(o.last_action_ms + interval)
-            if o.cancel_sent_ms is not None:
-                times.append(o.cancel_sent_ms + CANCEL_RETRY_MS)
+            if o.cancel_last_ms is not None and not o.cancel_acked:
+                times.append(o.cancel_last_ms + CANCEL_RETRY_MS)
             times.append((o.query_sent_ms or o.last_action_ms) + QUERY_AFTER_MS)
         times.extend(s.next_place.values())
         if s.unhedged_since is not None:
@@ -427,7 +427,8 @@ class Core:
             o.status, o.reject = OrderStatus.REJECTED, RejectKind.NOT_FOUND
             o.reject_text = "the venue never took it"
             self._retire(s, o, now)
-            s.next_place[o.purpose] = now + self.p.chase_interval_ms
+            if o.order_type is OrderType.LIMIT:  # a quote waits for the next interval
+                s.next_place[o.purpose] = now + self.p.chase_interval_ms
         else:
             self._halt(
                 s,
@@ -462,6 +463,8 @@ class Core:
         s.entries_paused = True  # after an operator flatten the row waits for Resume
         if s.phase is Phase.UNWINDING:
             s.flattening = True
+            if s.cycle is not None:
+                s.cycle.market_shortfalls.clear()
         elif s.phase is Phase.FLAT:
             out.append(
                 ReportRefused(
@@ -473,6 +476,7 @@ class Core:
             if s.cycle is None:
                 s.cycle = self._cycle_from_positions(s, now)
             s.cycle.exit_reason = "flatten"
+            s.cycle.market_shortfalls.clear()  # the operator grants a new market-order budget
             self._go(s, Trigger.FLATTEN, out, "operator flatten")
         return True
 
@@ -513,6 +517,8 @@ class Core:
                 self._close_cycle(s, out, "resume")
         elif s.cycle is None:
             s.cycle = self._cycle_from_positions(s, now)
+        if s.cycle is not None:
+            s.cycle.market_shortfalls.clear()  # the operator grants a new market-order budget
         if trigger is Trigger.RESUME_UNHEDGED:
             assert s.cycle is not None
             s.cycle.forced = False
@@ -586,7 +592,12 @@ class Core:
 
     def _retire(self, s: CoreState, o: Order, now: int) -> None:
         cyc = s.cycle
-        if o.order_type is OrderType.MARKET and o.applied_qty < o.qty and cyc is not None:
+        if (
+            o.order_type is OrderType.MARKET
+            and o.status is not OrderStatus.REJECTED  # a refusal is judged by its reason
+            and o.applied_qty < o.qty
+            and cyc is not None
+        ):
             key = f"{o.leg}:{o.purpose}"  # an IOC that ran out of liquidity or was refused
             cyc.market_shortfalls[key] = cyc.market_shortfalls.get(key, 0) + 1
         del s.orders[o.link_id]
@@ -857,7 +868,11 @@ class Core:
         # 1. over-hedge: both exits filled; close the excess perp at once
         if hedge_need < ZERO:
             excess = -hedge_need - sum((o.leaves for o in closes), ZERO)
-            if excess > ZERO and excess >= self.p.perp.min_qty:
+            if (
+                excess > ZERO
+                and excess >= self.p.perp.min_qty
+                and self._may_place(s, now, Purpose.CLOSE_EXCESS)
+            ):
                 self._place(
                     s,
                     now,
@@ -1048,7 +1063,8 @@ class Core:
             return  # cancel what works first, so no late fill lands after the unwind
         held = self.cycle_spot(s)
         spot_qty = floor_to(abs(held), self.p.spot.qty_step)
-        if not self._live_on(s, Leg.SPOT) and self._spot_tradeable(spot_qty, s):
+        may = self._may_place(s, now, Purpose.UNWIND)  # after a rate-limit refusal: back off
+        if may and not self._live_on(s, Leg.SPOT) and self._spot_tradeable(spot_qty, s):
             if held > ZERO:
                 self._place_market(s, now, out, Leg.SPOT, Side.SELL, Purpose.UNWIND, spot_qty)
             else:
@@ -1057,7 +1073,7 @@ class Core:
                     s, now, out, Leg.SPOT, Side.BUY, Purpose.UNWIND, gross, net=spot_qty
                 )
         perp_qty = abs(s.perp.qty)
-        if not self._live_on(s, Leg.PERP) and perp_qty >= self.p.perp.min_qty:
+        if may and not self._live_on(s, Leg.PERP) and perp_qty >= self.p.perp.min_qty:
             side = Side.BUY if s.perp.qty < ZERO else Side.SELL
             self._place_market(
                 s, now, out, Leg.PERP, side, Purpose.UNWIND, perp_qty, reduce_only=True
@@ -1219,11 +1235,11 @@ class Core:
         it is (a cancel could overtake its own create), a market order is left to end."""
         if o.order_type is OrderType.MARKET or o.status is not OrderStatus.OPEN or not o.leaves:
             return  # (fully filled by executions: its Filled status is on the way)
-        if o.cancel_sent_ms is not None and (
-            o.cancel_acked or now - o.cancel_sent_ms < CANCEL_RETRY_MS
-        ):
-            return
-        o.cancel_sent_ms = now
+        if o.cancel_sent_ms is None:
+            o.cancel_sent_ms = now
+        elif o.cancel_acked or now - (o.cancel_last_ms or 0) < CANCEL_RETRY_MS:
+            return  # confirmed, or asked too recently: a lost or refused cancel is asked again
+        o.cancel_last_ms = now
         out.append(CancelOrder(link_id=o.link_id, leg=o.leg))
 
     def _query(self, o: Order, now: int, out: Out) -> None:
@@ -1233,8 +1249,11 @@ class Core:
         out.append(QueryOrder(link_id=o.link_id, leg=o.leg))
 
     def _resolve_doubts(self, s: CoreState, now: int, out: Out) -> None:
-        """Query every order whose true state is unknown, or whose request went unanswered."""
+        """Query every order whose true state is unknown, or whose request went unanswered;
+        ask again for every cancel the venue has not confirmed."""
         for o in s.orders.values():
+            if o.cancel_sent_ms is not None and not o.cancel_acked:
+                self._cancel(o, now, out)
             if o.status is OrderStatus.UNKNOWN or (o.amend is not None and o.amend.unknown):
                 self._query(o, now, out)
                 continue
