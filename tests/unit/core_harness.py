@@ -1,5 +1,6 @@
 """A small driver for the pure core: a simulated clock, book helpers and a venue-side view of
-each order, so tests read as the story of a cycle rather than as event plumbing."""
+each order, so tests read as the story of a cycle rather than as event plumbing. The BTCUSDT
+rules, fees and default parameters are the benchmark's, so both measure the same instance."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from bench.common import EPOCH, PERP_FEES, SPOT_FEES, T0, params
 from worker.core.commands import (
     AmendOrder,
     CancelOrder,
@@ -15,7 +17,6 @@ from worker.core.commands import (
     PlaceOrder,
     ReportTransition,
 )
-from worker.core.config import HedgeMode
 from worker.core.events import (
     Acknowledged,
     BookTop,
@@ -26,62 +27,12 @@ from worker.core.events import (
     Tick,
     WalletBalance,
 )
-from worker.core.instruments import Category, FeeRates, InstrumentRules
 from worker.core.model import CoreState, Leg, Order, OrderStatus, Phase, Purpose, RejectKind
 from worker.core.model import Request as Req
-from worker.core.strategy import Core, CoreParams
+from worker.core.strategy import Core
 
 D = Decimal
 T = TypeVar("T")
-
-# BTCUSDT as in the official instruments-info fixtures (spot basePrecision, linear qtyStep).
-SPOT = InstrumentRules(
-    symbol="BTCUSDT",
-    category=Category.SPOT,
-    base_coin="BTC",
-    quote_coin="USDT",
-    tick_size=D("0.1"),
-    qty_step=D("0.000001"),
-    min_qty=D("0.000011"),
-    min_notional=D("5"),
-    max_qty=D("83"),
-)
-PERP = InstrumentRules(
-    symbol="BTCUSDT",
-    category=Category.LINEAR,
-    base_coin="BTC",
-    quote_coin="USDT",
-    tick_size=D("0.1"),
-    qty_step=D("0.001"),
-    min_qty=D("0.001"),
-    min_notional=D("5"),
-    max_qty=D("1190"),
-)
-SPOT_FEES = FeeRates(maker=D("0.001"), taker=D("0.001"))
-PERP_FEES = FeeRates(maker=D("0.0002"), taker=D("0.00055"))
-EPOCH = 1_700_000_000
-T0 = 1_763_000_000_000  # a UTC midday, far from a day boundary
-
-
-def params(**overrides: Any) -> CoreParams:
-    base: dict[str, Any] = dict(
-        instance_id="btc",
-        spot=SPOT,
-        perp=PERP,
-        spot_fees=SPOT_FEES,
-        perp_fees=PERP_FEES,
-        order_qty=D("0.01"),
-        entry_threshold_bps=D("10"),
-        exit_threshold_bps=D("2"),
-        emergency_unwind_bps=D("50"),
-        chase_interval_ms=200,
-        chase_max_slip_bps=D("3"),
-        max_unhedged_ms=3000,
-        hedge_mode=HedgeMode.RACE,
-        stale_book_ms=5000,
-    )
-    base.update(overrides)
-    return CoreParams(**base)
 
 
 @dataclass

@@ -52,19 +52,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from tests.unit.core_harness import (
-    EPOCH,
-    PERP,
-    PERP_FEES,
-    SPOT,
-    SPOT_FEES,
-    T0,
-    Harness,
-    of,
-    order_cmds,
-    params,
-    places,
-)
+from bench.common import EPOCH, PERP, PERP_FEES, SPOT, SPOT_FEES, T0, params
+from tests.unit.core_harness import Harness, of, order_cmds, places
 from worker.core import snapshot
 from worker.core.commands import (
     AmendOrder,

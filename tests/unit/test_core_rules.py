@@ -10,8 +10,8 @@ from decimal import Decimal
 
 import pytest
 
+from bench.common import PERP
 from tests.unit.core_harness import (
-    PERP,
     D,
     Harness,
     of,

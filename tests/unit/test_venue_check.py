@@ -13,35 +13,16 @@ from typing import Any
 import msgspec
 import pytest
 
-from worker.core.instruments import Category, FeeRates, InstrumentRules
+from bench.common import PERP as BENCH_PERP
+from bench.common import SPOT as BENCH_SPOT
+from worker.core.instruments import FeeRates
 from worker.core.venue_check import VenueCheck, check_instance_against_venue, round_trip_fee_bps
 
 D = Decimal
 
-SPOT = InstrumentRules(
-    symbol="BTCUSDT",
-    category=Category.SPOT,
-    base_coin="BTC",
-    quote_coin="USDT",
-    tick_size=D("0.1"),
-    qty_step=D("0.000001"),
-    min_qty=D("0.000011"),
-    min_notional=D("5"),
-    max_qty=D("83"),
-    max_market_qty=D("41.5"),
-)
-PERP = InstrumentRules(
-    symbol="BTCUSDT",
-    category=Category.LINEAR,
-    base_coin="BTC",
-    quote_coin="USDT",
-    tick_size=D("0.10"),
-    qty_step=D("0.001"),
-    min_qty=D("0.001"),
-    min_notional=D("5"),
-    max_qty=D("1190.000"),
-    max_market_qty=D("500.000"),
-)
+# BTCUSDT as in the official instruments-info fixtures, with the market-order maximums too.
+SPOT = msgspec.structs.replace(BENCH_SPOT, max_market_qty=D("41.5"))
+PERP = msgspec.structs.replace(BENCH_PERP, max_market_qty=D("500.000"))
 # Bybit's default non-VIP rates: spot 0.1 % / 0.1 %, perp maker 0.02 %, taker 0.055 %.
 SPOT_FEES = FeeRates(maker=D("0.001"), taker=D("0.001"))
 PERP_FEES = FeeRates(maker=D("0.0002"), taker=D("0.00055"))
