@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from tests.unit.test_config import base_doc
+
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "algo" / "spot-future-arb" / "config.json"
 SCRIPT = Path(sys.executable).parent / "spot-future-arb"
@@ -35,26 +37,7 @@ def run(
 
 
 def fleet(**root: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "venue": "sim",
-        "entry_threshold_bps": 12,
-        "instances": [
-            {
-                "id": "btc",
-                "spot_symbol": "BTCUSDT",
-                "future_symbol": "BTCUSDT",
-                "order_qty": "0.002",
-                "state_path": "state/btc.json",
-            },
-            {
-                "id": "eth",
-                "spot_symbol": "ETHUSDT",
-                "future_symbol": "ETHUSDT",
-                "order_qty": "0.05",
-                "state_path": "state/eth.json",
-            },
-        ],
-    }
+    doc = base_doc()
     doc.update(root)
     return doc
 

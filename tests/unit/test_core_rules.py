@@ -67,6 +67,22 @@ def by_leg(orders: list[PlaceOrder]) -> tuple[PlaceOrder, PlaceOrder]:
     return spot, perp
 
 
+def unknown_order_fill(h: Harness) -> None:
+    """A fill on an id of ours the core has no record of: it must halt."""
+    h.send(
+        Execution(
+            link_id="btc-9-9",
+            exec_id="stray",
+            qty=D("1"),
+            price=D("1"),
+            fee=D("0"),
+            fee_coin="USDT",
+            is_maker=True,
+            exec_ms=h.now,
+        )
+    )
+
+
 def enter(h: Harness, perp: tuple[str, str] = RICH) -> Order:
     h.books(SPOT_BOOK, perp)
     entry = h.one_live(Purpose.ENTRY)
@@ -540,18 +556,7 @@ def test_failed_unwind_leg_halts_cancels_and_then_sends_nothing() -> None:
 def test_halt_cancels_working_orders_and_records_racing_fills() -> None:
     h = Harness.make()
     hedge, spot_exit = race(h)
-    h.send(
-        Execution(
-            link_id="btc-1-999",
-            exec_id="x",
-            qty=D("1"),
-            price=D("1"),
-            fee=D("0"),
-            fee_coin="USDT",
-            is_maker=True,
-            exec_ms=h.now,
-        )
-    )  # an order we never sent
+    unknown_order_fill(h)
     assert h.phase is Phase.HALTED
     cancels = of(h.log, CancelOrder)[-2:]
     assert {c.link_id for c in cancels} == {hedge.link_id, spot_exit.link_id}
@@ -610,18 +615,7 @@ def test_stop_in_unwinding_waits_for_the_unwind() -> None:
 def test_stop_in_halted_stops_once_cancels_are_confirmed() -> None:
     h = Harness.make()
     hedge, spot_exit = race(h)
-    h.send(
-        Execution(
-            link_id="btc-9-9",
-            exec_id="zz",
-            qty=D("1"),
-            price=D("1"),
-            fee=D("0"),
-            fee_coin="USDT",
-            is_maker=True,
-            exec_ms=h.now,
-        )
-    )
+    unknown_order_fill(h)
     assert h.phase is Phase.HALTED
     assert not of(h.send(Stop()), ReportStopped)  # the halt's cancels are not confirmed yet
     h.ack(spot_exit.link_id, Req.CANCEL)
@@ -669,18 +663,7 @@ def test_flatten_from_halted_unwinds_to_flat() -> None:
     hedge, _spot_exit = race(h)
     h.fill(hedge.link_id, "0.004")
     h.send(OutcomeUnknown(link_id="btc-1700000000-1", request=Req.CANCEL, reason="t"))
-    h.send(
-        Execution(
-            link_id="btc-9-9",
-            exec_id="zz",
-            qty=D("1"),
-            price=D("1"),
-            fee=D("0"),
-            fee_coin="USDT",
-            is_maker=True,
-            exec_ms=h.now,
-        )
-    )
+    unknown_order_fill(h)
     assert h.phase is Phase.HALTED
     h.cancelled(h.one_live(Purpose.HEDGE).link_id)
     h.cancelled(h.one_live(Purpose.SPOT_EXIT).link_id)
@@ -711,18 +694,7 @@ def test_cancel_entry_pauses_entries_until_resume() -> None:
 def test_resume_from_halted_derives_the_phase_from_positions() -> None:
     h = Harness.make()
     carry(h)
-    h.send(
-        Execution(
-            link_id="btc-9-9",
-            exec_id="zz",
-            qty=D("1"),
-            price=D("1"),
-            fee=D("0"),
-            fee_coin="USDT",
-            is_maker=True,
-            exec_ms=h.now,
-        )
-    )
+    unknown_order_fill(h)
     assert h.phase is Phase.HALTED
     assert transitions(h.send(Resume())) == [("halted", "carry_hedged")]
 
