@@ -255,6 +255,7 @@ class CoreState(msgspec.Struct, kw_only=True):
     last_error: str = ""
     unhedged_since: int | None = None
     next_place: dict[str, int] = msgspec.field(default_factory=dict)  # purpose -> earliest ms
+    quiet_until: int = 0  # a settled race skips decisions on book updates until then
     spot_book: TopOfBook | None = None
     perp_book: TopOfBook | None = None
     balances: dict[str, Balance] = msgspec.field(default_factory=dict)

@@ -206,7 +206,10 @@ class Core:
         that returned commands or changed a fill (§5.1, §6).
         """
         out: Out = []
-        if self._handlers[type(event)](state, event, now_ms, out):
+        kind = type(event)
+        if kind is not BookTop:
+            state.quiet_until = 0  # anything but a price may change what the exits need
+        if self._handlers[kind](state, event, now_ms, out) and now_ms >= state.quiet_until:
             self._decide(state, now_ms, out)
         return out
 
@@ -631,6 +634,47 @@ class Core:
         if s.stopping and self._stop_ready(s, now):
             s.stopped = True
             out.append(ReportStopped())
+        s.quiet_until = self._quiet_until(s) if not out else 0
+
+    def _quiet_until(self, s: CoreState) -> int:
+        """Until when book updates alone cannot change a decision of a settled race.
+
+        Settled: both exits (or the one that can work) are resting at their full size with no
+        request in flight, nothing is forced, stopping or over-hedged. Then a new price matters
+        only once an exit is due for re-pricing or a timer fires, and the many book updates
+        before that are recorded without a decision pass. (A price move that makes a resting
+        exit's size fall below the minimum notional leaves that order working until then; it
+        can only reduce exposure.)
+        """
+        cyc = s.cycle
+        if s.phase is not Phase.RACE_EXIT or cyc is None or cyc.forced or s.stopping:
+            return 0
+        hedge_need, spot_need = self._needs(s)
+        if hedge_need < ZERO or not s.orders:
+            return 0
+        hedged = exiting = ZERO
+        until = (s.day + 1) * DAY_MS
+        if s.unhedged_since is not None:
+            until = min(until, s.unhedged_since + self.p.max_unhedged_ms)
+        for o in s.orders.values():
+            if (
+                o.status is not OrderStatus.OPEN
+                or o.amend is not None
+                or o.cancel_sent_ms is not None
+                or o.order_type is OrderType.MARKET
+            ):
+                return 0
+            if o.purpose is Purpose.HEDGE:
+                hedged += o.leaves
+            elif o.purpose is Purpose.SPOT_EXIT:
+                exiting += o.leaves
+            else:
+                return 0
+            until = min(until, o.last_action_ms + self.p.chase_interval_ms)
+        hedge_target = hedge_need if self._perp_tradeable(hedge_need, s) else ZERO
+        if hedged != hedge_target or (exiting == ZERO and self._spot_tradeable(spot_need, s)):
+            return 0  # something is still to be placed or resized
+        return until
 
     # FLAT ------------------------------------------------------------------------
 
