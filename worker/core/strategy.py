@@ -791,17 +791,8 @@ class Core:
         assert ref is not None
         if not entries:
             if self._may_add_risk(s, now, Purpose.ENTRY):
-                self._place(
-                    s,
-                    now,
-                    out,
-                    leg=Leg.SPOT,
-                    side=cyc.side,
-                    purpose=Purpose.ENTRY,
-                    qty=remaining,
-                    price=ref,
-                    post_only=True,
-                    net_target=remaining,
+                self._quote(
+                    s, now, out, Leg.SPOT, cyc.side, Purpose.ENTRY, remaining, ref, remaining
                 )
             return
         self._chase(entries[0], ref, now, out, replace_over=self.p.chase_max_slip_bps)
@@ -948,18 +939,7 @@ class Core:
                 assert pb is not None
                 touch = pb.ask if exit_side is Side.SELL else pb.bid
                 if not hedges and can_hedge:
-                    self._place(
-                        s,
-                        now,
-                        out,
-                        leg=Leg.PERP,
-                        side=exit_side,
-                        purpose=Purpose.HEDGE,
-                        qty=gap,
-                        price=touch,
-                        post_only=True,
-                        net_target=gap,
-                    )
+                    self._quote(s, now, out, Leg.PERP, exit_side, Purpose.HEDGE, gap, touch, gap)
                 elif hedges and not s.stopping and self._due(hedges[0], now):
                     self._chase(hedges[0], touch, now, out, replace_over=None)
         if hedge_only or s.phase is Phase.HALTED:
@@ -999,17 +979,8 @@ class Core:
             return
         price = self._spot_exit_price(s, now)
         if price is not None:
-            self._place(
-                s,
-                now,
-                out,
-                leg=Leg.SPOT,
-                side=exit_side,
-                purpose=Purpose.SPOT_EXIT,
-                qty=exit_qty,
-                price=price,
-                post_only=True,
-                net_target=exit_need,
+            self._quote(
+                s, now, out, Leg.SPOT, exit_side, Purpose.SPOT_EXIT, exit_qty, price, exit_need
             )
 
     def _spot_exit_price(self, s: CoreState, now: int) -> Decimal | None:
@@ -1203,6 +1174,32 @@ class Core:
                 reduce_only=reduce_only,
                 purpose=purpose,
             )
+        )
+
+    def _quote(
+        self,
+        s: CoreState,
+        now: int,
+        out: Out,
+        leg: Leg,
+        side: Side,
+        purpose: Purpose,
+        qty: Decimal,
+        price: Decimal,
+        net: Decimal,
+    ) -> None:
+        """A PostOnly limit: every quote the strategy rests is a maker order."""
+        self._place(
+            s,
+            now,
+            out,
+            leg=leg,
+            side=side,
+            purpose=purpose,
+            qty=qty,
+            price=price,
+            post_only=True,
+            net_target=net,
         )
 
     def _place_market(
