@@ -100,7 +100,8 @@ from worker.core.model import (
     Request,
     Side,
 )
-from worker.core.strategy import Core, CoreParams
+from worker.core.params import CoreParams
+from worker.core.strategy import Core
 
 D = Decimal
 TICK = SPOT.tick_size

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-import msgspec
-
 from worker.core import basis
 from worker.core.commands import (
     AmendOrder,
@@ -34,7 +32,7 @@ from worker.core.commands import (
     ReportStopped,
     ReportTransition,
 )
-from worker.core.config import HedgeMode, InstanceConfig
+from worker.core.config import HedgeMode
 from worker.core.events import (
     Acknowledged,
     BookInvalid,
@@ -57,8 +55,6 @@ from worker.core.events import (
 )
 from worker.core.ids import allocate, owns
 from worker.core.instruments import (
-    FeeRates,
-    InstrumentRules,
     buy_price,
     floor_to,
     gross_up_buy,
@@ -66,6 +62,7 @@ from worker.core.instruments import (
     tradeable,
     trunc_to,
 )
+from worker.core.ledger import apply_fills, fmt, net_pnl
 from worker.core.machine import Trigger, next_phase
 from worker.core.model import (
     ZERO,
@@ -74,7 +71,6 @@ from worker.core.model import (
     Cycle,
     IdState,
     Leg,
-    LegPosition,
     Order,
     OrderStatus,
     OrderType,
@@ -86,6 +82,7 @@ from worker.core.model import (
     Side,
     TopOfBook,
 )
+from worker.core.params import CoreParams
 
 DAY_MS = 86_400_000
 QUERY_AFTER_MS = 3_000  # a request unanswered this long is resolved by querying the order
@@ -101,58 +98,9 @@ _EXITS = frozenset({Purpose.HEDGE, Purpose.SPOT_EXIT, Purpose.CLOSE_EXCESS})
 Out = list[Command]
 
 
-class CoreParams(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything the decisions depend on besides the state: configuration and venue rules."""
-
-    instance_id: str
-    spot: InstrumentRules
-    perp: InstrumentRules
-    spot_fees: FeeRates
-    perp_fees: FeeRates
-    order_qty: Decimal
-    entry_threshold_bps: Decimal
-    exit_threshold_bps: Decimal = ZERO
-    emergency_unwind_bps: Decimal = ZERO
-    chase_interval_ms: int = 200
-    chase_max_slip_bps: Decimal = Decimal(3)
-    max_unhedged_ms: int = 3000
-    hedge_mode: HedgeMode = HedgeMode.RACE
-    stale_book_ms: int = 5000
-    max_notional_quote: Decimal | None = None
-    max_daily_loss_quote: Decimal | None = None
-
-    @classmethod
-    def from_config(
-        cls,
-        cfg: InstanceConfig,
-        *,
-        spot: InstrumentRules,
-        perp: InstrumentRules,
-        spot_fees: FeeRates,
-        perp_fees: FeeRates,
-    ) -> CoreParams:
-        return cls(
-            instance_id=cfg.id,
-            spot=spot,
-            perp=perp,
-            spot_fees=spot_fees,
-            perp_fees=perp_fees,
-            order_qty=cfg.order_qty,
-            entry_threshold_bps=cfg.entry_threshold_bps,
-            exit_threshold_bps=cfg.exit_threshold_bps,
-            emergency_unwind_bps=cfg.emergency_unwind_bps,
-            chase_interval_ms=cfg.chase_interval_ms,
-            chase_max_slip_bps=cfg.chase_max_slip_bps,
-            max_unhedged_ms=cfg.max_unhedged_ms,
-            hedge_mode=cfg.hedge_mode,
-            stale_book_ms=cfg.stale_book_ms,
-            max_notional_quote=cfg.max_notional_quote,
-            max_daily_loss_quote=cfg.max_daily_loss_quote,
-        )
-
-
 class Core:
-    """Decision logic of one instance. Holds only immutable parameters; all state is passed in."""
+    """Decision logic of one instance. Holds immutable parameters (and a memo of a pure
+    function); all state is passed in."""
 
     def __init__(self, params: CoreParams) -> None:
         self.p = params
@@ -225,7 +173,7 @@ class Core:
 
     def net_pnl(self, s: CoreState) -> Decimal:
         """Realised PnL net of fees and funding (quote units)."""
-        return s.spot.realized + s.perp.realized - s.fees + s.funding
+        return net_pnl(s)
 
     def basis_bps(self, s: CoreState) -> Decimal | None:
         sb, pb = s.spot_book, s.perp_book
@@ -555,31 +503,9 @@ class Core:
 
     def _account(self, s: CoreState, o: Order, out: Out) -> None:
         """Apply whatever fill quantity the order's best source shows beyond what is applied."""
-        if o.exec_qty > o.upd_qty:
-            qty, value, fees = o.exec_qty, o.exec_value, o.exec_fees
-        else:
-            qty, value = o.upd_qty, o.upd_value
-            fees = {o.upd_fee_coin or self.quote: o.upd_fee} if o.upd_qty else {}
-        dq = qty - o.applied_qty
-        if dq <= ZERO:
+        dq, dv = apply_fills(s, o, base=self.base, quote=self.quote)
+        if not dq:
             return
-        dv = value - o.applied_value
-        price = dv / dq
-        pos = s.spot if o.leg is Leg.SPOT else s.perp
-        _trade(pos, dq * o.side.sign, price)
-        for coin, total in fees.items():
-            delta = total - o.applied_fees.get(coin, ZERO)
-            if not delta:
-                continue
-            if coin == self.base:
-                if o.leg is Leg.SPOT:
-                    _adjust(pos, -delta)  # the venue kept part of the bought coin
-                s.fees += delta * price
-            elif coin == self.quote:
-                s.fees += delta
-            else:
-                s.other_fees[coin] = s.other_fees.get(coin, ZERO) + delta
-        o.applied_qty, o.applied_value, o.applied_fees = qty, value, dict(fees)
         cyc = s.cycle
         if o.purpose is Purpose.ENTRY and cyc is not None and o.cycle == cyc.number:
             cyc.entry_filled += dq
@@ -1446,32 +1372,3 @@ class Core:
             ):
                 return False  # only a resting perp hedge may outlive the worker
         return True
-
-
-def fmt(value: Decimal) -> str:
-    """A decimal for people: no exponent, no trailing zeros."""
-    text = format(value.normalize(), "f")
-    return "0" if text in ("-0", "") else text
-
-
-def _trade(pos: LegPosition, signed_qty: Decimal, price: Decimal) -> None:
-    """Average-cost position update; realises PnL on the reducing part."""
-    q = pos.qty
-    new = q + signed_qty
-    if q == ZERO or (q > ZERO) == (signed_qty > ZERO):
-        pos.avg_price = (abs(q) * pos.avg_price + abs(signed_qty) * price) / abs(new)
-    else:
-        closing = min(abs(signed_qty), abs(q))
-        pos.realized += (price - pos.avg_price) * closing * (1 if q > ZERO else -1)
-        if new == ZERO:
-            pos.avg_price = ZERO
-        elif (new > ZERO) != (q > ZERO):
-            pos.avg_price = price  # the fill flipped the position: the rest opened at price
-    pos.qty = new
-
-
-def _adjust(pos: LegPosition, delta: Decimal) -> None:
-    """Change the held quantity without a trade (a fee taken in the traded coin)."""
-    pos.qty += delta
-    if pos.qty == ZERO:
-        pos.avg_price = ZERO
