@@ -39,3 +39,18 @@ def allocate(ids: IdState, instance_id: str) -> tuple[str, ReserveIds | None]:
     link_id = format_link_id(instance_id, ids.epoch, ids.next_seq)
     ids.next_seq += 1
     return link_id, reserve
+
+
+def unaccounted_ids(ids: IdState, instance_id: str) -> list[str]:
+    """Ids of the open block a crashed worker may have sent without its snapshot knowing.
+
+    After a restart each of them is queried at the venue before anything is sent (§5.1).
+    """
+    return [
+        format_link_id(instance_id, ids.epoch, seq) for seq in range(ids.next_seq, ids.block_end)
+    ]
+
+
+def skip_open_block(ids: IdState) -> None:
+    """Never reuse an id of a block that was reserved before a restart."""
+    ids.next_seq = max(ids.next_seq, ids.block_end)
