@@ -250,7 +250,7 @@ class CoreMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ plumbing
 
     @initialize(
-        mode=st.sampled_from([HedgeMode.RACE, HedgeMode.MARKET]),
+        mode=st.sampled_from([HedgeMode.MARKET, HedgeMode.RACE]),
         order_qty=st.sampled_from(["0.01", "0.002"]),
         emergency=st.sampled_from(["50", "0"]),
         loss=st.sampled_from([None, "3"]),

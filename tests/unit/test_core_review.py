@@ -1,12 +1,8 @@
-"""Review findings: each test pins down one defect of the pure core that a reviewer demonstrated.
-
-Every test is a strict xfail: it fails today for the reason given, and starts passing (so the
-marker must be removed) once the defect is fixed. Books are BTCUSDT as in test_core_rules.
+"""Regressions from a review of the core: each test pins down one defect a reviewer
+demonstrated (all fixed). Books are BTCUSDT as in test_core_rules.
 """
 
 from __future__ import annotations
-
-import pytest
 
 from tests.unit.core_harness import D, Harness, of, order_cmds, places, transitions
 from worker.core.commands import CancelOrder, ReportHalt, ReportStopped
@@ -38,11 +34,6 @@ def race(h: Harness, perp: tuple[str, str] = RICH) -> tuple[Order, Order]:
     return hedge, spot_exit
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a grossed-up spot buy-back leaves the short a hair below the perp; trunc_to turns "
-    "that into a whole-step over-hedge that is closed at market",
-)
 def test_short_spot_buy_back_overshoot_is_not_an_over_hedge() -> None:
     """§4.3/§5.5: the gross-up excess of a buy is dust. A short-spot race: the perp hedge fills
     0.004, the spot buy-back is amended to gross_up(0.006) = 0.006008 and fills, so the spot
@@ -60,11 +51,6 @@ def test_short_spot_buy_back_overshoot_is_not_an_over_hedge() -> None:
     assert [p for p in places(cmds) if p.purpose is Purpose.CLOSE_EXCESS] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="close-excess uses _place, not _place_market: MAX_MARKET_ATTEMPTS never applies, "
-    "an IOC that keeps ending unfilled is re-sent at once, forever",
-)
 def test_close_excess_that_keeps_ending_short_is_bounded() -> None:
     """docs/state-machine.md: MAX_MARKET_ATTEMPTS bounds market orders per leg and purpose
     that end with a remainder; §5.7: never busy-loop."""
@@ -85,11 +71,6 @@ def test_close_excess_that_keeps_ending_short_is_bounded() -> None:
     assert resent < MAX_MARKET_ATTEMPTS or h.phase is Phase.HALTED, (resent, h.phase)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_stop_ready treats the hedge's post-only back-off as 'cannot place': Stop "
-    "completes with the spot fill naked and no perp hedge working",
-)
 def test_stop_in_race_waits_for_a_hedge_in_post_only_backoff() -> None:
     """§4.6: in race_exit Stop cancels the spot exit and leaves the perp hedge working. The
     hedge was just refused as PostOnly (re-quote at the next interval), so none rests; the core
@@ -107,11 +88,6 @@ def test_stop_in_race_waits_for_a_hedge_in_post_only_backoff() -> None:
     assert not of(cmds, ReportStopped) or h.live(Purpose.HEDGE), "stopped with the spot naked"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Resume to flat adopts an untradeable remainder as dust only when a cycle is "
-    "open; otherwise _decide_flat halts again in the same step",
-)
 def test_resume_with_only_untradeable_spot_does_not_halt_again() -> None:
     """§4.2: flat includes spot that cannot be traded; Resume goes to flat 'according to the
     positions'. A late sub-minimum overfill on a finished order halted a flat instance; after
@@ -140,11 +116,6 @@ def test_resume_with_only_untradeable_spot_does_not_halt_again() -> None:
     assert not of(cmds, ReportHalt)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stream Rejected market order without a reject kind is retired uncounted and "
-    "re-placed in the same step: an unbounded order loop",
-)
 def test_stream_rejected_market_unwind_is_not_resent_in_the_same_step() -> None:
     """§5.7 never busy-loop on a rejection; §5.9 an unclassified reject is not a licence to
     retry. The unwind's perp leg comes back Rejected on the order stream with no classified
@@ -161,11 +132,6 @@ def test_stream_rejected_market_unwind_is_not_resent_in_the_same_step() -> None:
     assert not places(cmds), "re-sent in the same millisecond"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="forcing waits only for the limit hedge to end, not the spot exit: a market hedge "
-    "goes out while the spot exit can still fill, doubling the exit",
-)
 def test_forced_race_sends_the_market_hedge_only_once_both_exits_are_final() -> None:
     """docs/state-machine.md (race_exit): when forced, both PostOnly exits are cancelled and,
     once they are final, the hedge need is sent at market. Here the hedge's cancel is confirmed
@@ -180,11 +146,6 @@ def test_forced_race_sends_the_market_hedge_only_once_both_exits_are_final() -> 
     assert [p for p in places(cmds) if p.order_type is OrderType.MARKET] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DONE_KEEP eviction: a duplicated final status of one of our own finished orders, "
-    "64 orders later, is taken for an unknown order and halts",
-)
 def test_duplicate_of_an_evicted_finished_order_does_not_halt() -> None:
     """docs/state-machine.md: a late, duplicated or reordered message that adds no quantity
     changes nothing (§5.4). A post-only entry re-quoted 70 times within one cycle (14 s) pushes
@@ -216,11 +177,6 @@ def test_duplicate_of_an_evicted_finished_order_does_not_halt() -> None:
     assert h.phase is Phase.ENTRY_WORKING, h.state.halt_reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="next_deadline keeps past times (last_action + interval, stale next_place, query "
-    "times of resting orders): a runtime sleeping until it ticks in a busy loop",
-)
 def test_next_deadline_is_in_the_future_when_a_tick_changed_nothing() -> None:
     """next_deadline is 'the earliest time a Tick could change a decision'. An entry resting at
     an unchanged touch: a Tick changes nothing, yet the deadline stays in the past, so a runtime
@@ -229,5 +185,5 @@ def test_next_deadline_is_in_the_future_when_a_tick_changed_nothing() -> None:
     enter(h)
     cmds = h.advance(400)
     assert order_cmds(cmds) == []
-    deadline = h.core.next_deadline(h.state)
+    deadline = h.core.next_deadline(h.state, h.now)
     assert deadline is None or deadline > h.now, (deadline, h.now)

@@ -44,6 +44,7 @@ from worker.core.events import (
     FundingPayment,
     OrderNotFound,
     OutcomeUnknown,
+    Restarted,
     Resume,
     Stop,
     Tick,
@@ -68,10 +69,11 @@ def by_leg(orders: list[PlaceOrder]) -> tuple[PlaceOrder, PlaceOrder]:
 
 
 def unknown_order_fill(h: Harness) -> None:
-    """A fill on an id of ours the core has no record of: it must halt."""
+    """A fill on an id of ours the core never handed out: it must halt."""
+    ids = h.state.ids
     h.send(
         Execution(
-            link_id="btc-9-9",
+            link_id=f"btc-{ids.epoch}-{ids.block_end + 100}",
             exec_id="stray",
             qty=D("1"),
             price=D("1"),
@@ -938,3 +940,26 @@ def test_market_mode_hedges_many_partial_fills_without_halting() -> None:
         h.fill(hedge.link_id, price="65100.0")
     assert h.phase is not Phase.HALTED
     assert h.state.perp.qty <= D("-0.009")
+
+
+def test_restart_after_a_stop_resumes_trading_with_fresh_ids() -> None:
+    h = Harness.make()
+    h.send(Stop())
+    assert h.state.stopped
+    restored = snapshot.decode(snapshot.encode(h.state))
+    again = Harness(core=h.core, state=restored, now=h.now + 60_000)
+    assert places(again.books(SPOT_BOOK, RICH)) == []  # stopped: nothing until the restart
+    cmds = again.send(Restarted())
+    (entry,) = places(cmds)
+    assert entry.link_id == "btc-1700000000-1"  # no block was open: nothing to skip
+    assert not again.state.stopping
+
+
+def test_restart_skips_the_open_id_block() -> None:
+    h = Harness.make()
+    entry = enter(h)  # seq 1 of the block reserved up to 64
+    h.send(Stop())
+    assert of(h.cancelled(entry.link_id), ReportStopped)
+    again = Harness(core=h.core, state=snapshot.decode(snapshot.encode(h.state)), now=h.now + 1)
+    (p,) = places(again.send(Restarted()) + again.books(SPOT_BOOK, RICH))
+    assert p.link_id == "btc-1700000000-65"  # ids 2..64 may have been sent before a crash

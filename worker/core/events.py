@@ -125,6 +125,14 @@ class Resume(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     """Leave ``halted`` keeping positions (after reconcile), or lift an entry pause."""
 
 
+class Restarted(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """The worker process started again from this state, after its resync with the venue.
+
+    Sent once before trading resumes: a completed Stop is lifted, and the id block that was
+    open before the restart is skipped (its ids were resolved by the resync).
+    """
+
+
 class Clear(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     """Reset to flat with a new id epoch; only when nothing is held or working."""
 
@@ -148,5 +156,6 @@ Event = (
     | Flatten
     | ClearRisk
     | Resume
+    | Restarted
     | Clear
 )

@@ -30,6 +30,21 @@ def owns(instance_id: str, link_id: str) -> bool:
     return link_id.startswith(instance_id + "-")
 
 
+def issued_before(ids: IdState, instance_id: str, link_id: str) -> bool:
+    """True for an id this instance handed out earlier (an older epoch, or a lower sequence in
+    this one): a message about it is late, never about an order nobody knows."""
+    prefix = instance_id + "-"
+    if not link_id.startswith(prefix):
+        return False
+    epoch_text, _, seq_text = link_id[len(prefix) :].partition("-")
+    if not (epoch_text.isdigit() and seq_text.isdigit()):
+        return False
+    epoch, seq = int(epoch_text), int(seq_text)
+    if any(e == epoch and start <= seq < end for e, start, end in ids.skipped):
+        return False  # skipped after a restart: it may be an order the snapshot never saw
+    return epoch < ids.epoch or (epoch == ids.epoch and seq < ids.next_seq)
+
+
 def allocate(ids: IdState, instance_id: str) -> tuple[str, ReserveIds | None]:
     """The next id, and the reservation that must be made durable before it is sent."""
     reserve = None
@@ -51,6 +66,12 @@ def unaccounted_ids(ids: IdState, instance_id: str) -> list[str]:
     ]
 
 
+SKIPPED_KEEP = 8
+
+
 def skip_open_block(ids: IdState) -> None:
-    """Never reuse an id of a block that was reserved before a restart."""
-    ids.next_seq = max(ids.next_seq, ids.block_end)
+    """Never reuse an id of a block that was reserved before a restart; remember the skipped
+    range, so a message about one of its ids is never mistaken for a late duplicate."""
+    if ids.next_seq < ids.block_end:
+        ids.skipped = [*ids.skipped, (ids.epoch, ids.next_seq, ids.block_end)][-SKIPPED_KEEP:]
+        ids.next_seq = ids.block_end

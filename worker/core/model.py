@@ -220,6 +220,7 @@ class IdState(msgspec.Struct, kw_only=True):
     epoch: int
     next_seq: int = 1
     block_end: int = 1  # ids with seq < block_end are durably reserved
+    skipped: list[tuple[int, int, int]] = msgspec.field(default_factory=list)  # (epoch, from, to)
 
 
 class CoreState(msgspec.Struct, kw_only=True):
@@ -246,7 +247,6 @@ class CoreState(msgspec.Struct, kw_only=True):
     blocked: str = ""  # why an entry is being held back (balance, notional), as reported
     balance_block_version: int = -1  # an insufficient-balance reject waits for a newer wallet
     wallet_version: int = 0
-    entry_cooldown_until: int = 0
     stopping: bool = False
     stopped: bool = False
     flattening: bool = False

@@ -48,14 +48,16 @@ from worker.core.events import (
     OrderUpdate,
     OutcomeUnknown,
     Rejected,
+    Restarted,
     Resume,
     Stop,
     Tick,
     WalletBalance,
 )
-from worker.core.ids import allocate, owns
+from worker.core.ids import allocate, issued_before, owns, skip_open_block
 from worker.core.instruments import (
     buy_price,
+    ceil_to,
     floor_to,
     gross_up_buy,
     sell_price,
@@ -88,7 +90,6 @@ DAY_MS = 86_400_000
 QUERY_AFTER_MS = 3_000  # a request unanswered this long is resolved by querying the order
 QUERY_RETRY_MS = 1_000  # and the query is repeated at this pace until it is
 CANCEL_RETRY_MS = 1_000  # a cancel the venue has not confirmed is re-sent at this pace
-REJECT_COOLDOWN_MS = 5_000  # an entry refused for a transient reason waits this long
 MAX_MARKET_ATTEMPTS = 3  # market orders per leg and purpose that may end short before halting
 DONE_KEEP = 64  # terminal orders remembered for late and duplicated messages
 
@@ -104,7 +105,7 @@ class Core:
 
     def __init__(self, params: CoreParams) -> None:
         self.p = params
-        self._needs_key: tuple[Decimal, Decimal, Decimal, int] | None = None
+        self._needs_key: tuple[Decimal, Decimal, Decimal, Decimal, int] | None = None
         self._needs_value = (ZERO, ZERO)
         self.base = params.spot.base_coin
         self.quote = params.spot.quote_coin
@@ -125,6 +126,7 @@ class Core:
             Flatten: self._on_flatten,
             ClearRisk: self._on_clear_risk,
             Resume: self._on_resume,
+            Restarted: self._on_restarted,
             Clear: self._on_clear,
         }
         self._phase_deciders: dict[Phase, Callable[[CoreState, int, Out], None]] = {
@@ -186,16 +188,22 @@ class Core:
             book is not None and not book.invalid and now - book.received_ms <= self.p.stale_book_ms
         )
 
-    def next_deadline(self, s: CoreState) -> int | None:
-        """The earliest time a Tick could change a decision (the runtime may tick sooner)."""
+    def next_deadline(self, s: CoreState, now: int) -> int | None:
+        """The earliest time after ``now`` at which a Tick could change a decision.
+
+        Only timers still pending count: a re-price already due waits for a new price, not for
+        time, so a runtime sleeping until this deadline never spins.
+        """
         times: list[int] = []
-        interval = self.p.chase_interval_ms
         for o in s.orders.values():
-            if o.order_type is OrderType.LIMIT:
-                times.append(o.last_action_ms + interval)
+            if o.order_type is OrderType.LIMIT and o.amend is None and o.cancel_sent_ms is None:
+                times.append(o.last_action_ms + self.p.chase_interval_ms)
             if o.cancel_last_ms is not None and not o.cancel_acked:
                 times.append(o.cancel_last_ms + CANCEL_RETRY_MS)
-            times.append((o.query_sent_ms or o.last_action_ms) + QUERY_AFTER_MS)
+            if o.status.in_doubt or o.amend is not None or o.cancel_sent_ms is not None:
+                times.append((o.query_sent_ms or o.last_action_ms) + QUERY_AFTER_MS)
+                if o.query_sent_ms is not None:
+                    times.append(o.query_sent_ms + QUERY_RETRY_MS)
         times.extend(s.next_place.values())
         if s.unhedged_since is not None:
             times.append(s.unhedged_since + self.p.max_unhedged_ms)
@@ -204,7 +212,8 @@ class Core:
                 times.append(book.received_ms + self.p.stale_book_ms + 1)
         if s.day >= 0:
             times.append((s.day + 1) * DAY_MS)
-        return min(times) if times else None
+        future = [t for t in times if t > now]
+        return min(future) if future else None
 
     # ------------------------------------------------------------------ event handlers
     # Each returns whether a decision pass is needed.
@@ -239,7 +248,10 @@ class Core:
 
     def _find(self, s: CoreState, link_id: str, out: Out, what: str) -> Order | None:
         order = s.orders.get(link_id) or s.done.get(link_id)
-        if order is None and owns(s.instance_id, link_id):
+        if order is None and issued_before(s.ids, s.instance_id, link_id):
+            # finished long ago and forgotten (DONE_KEEP): its final count was applied then
+            s.duplicates_ignored += 1
+        elif order is None and owns(s.instance_id, link_id):
             # An id of ours we hold no record of: the venue knows an order we do not.
             out.append(ReportAnomaly(kind="unknown_order", detail=f"{what} for {link_id}"))
             if s.phase is not Phase.HALTED:
@@ -284,9 +296,9 @@ class Core:
         self._account(s, o, out)
         if o.status.terminal and o.link_id in s.orders:
             self._retire(s, o, now)
-            if o.status is OrderStatus.REJECTED and o.reject not in (None, RejectKind.POST_ONLY):
-                assert o.reject is not None
-                self._after_create_reject(s, o, o.reject, o.reject_text, now, out)
+            if o.status is OrderStatus.REJECTED and o.reject is not RejectKind.POST_ONLY:
+                kind = o.reject or RejectKind.OTHER  # an unclassified refusal is still final
+                self._after_create_reject(s, o, kind, o.reject_text or str(kind), now, out)
         return True
 
     def _on_execution(self, s: CoreState, ev: Execution, now: int, out: Out) -> bool:
@@ -466,6 +478,7 @@ class Core:
         if trigger is Trigger.RESUME_FLAT:
             if s.cycle is not None:
                 self._close_cycle(s, out, "resume")
+            s.dust = s.spot.qty  # what the venues cannot trade stays, tracked
         elif s.cycle is None:
             s.cycle = self._cycle_from_positions(s, now)
         if s.cycle is not None:
@@ -475,6 +488,11 @@ class Core:
             s.cycle.forced = False
             s.unhedged_since = now
         self._go(s, trigger, out, "operator resume after reconcile")
+        return True
+
+    def _on_restarted(self, s: CoreState, ev: Restarted, now: int, out: Out) -> bool:
+        s.stopping = s.stopped = False
+        skip_open_block(s.ids)
         return True
 
     def _on_clear(self, s: CoreState, ev: Clear, now: int, out: Out) -> bool:
@@ -619,7 +637,6 @@ class Core:
             or s.entries_paused
             or s.risk_blocked
             or s.orders
-            or now < s.entry_cooldown_until
             or now < s.next_place.get(Purpose.ENTRY, 0)
         ):
             return
@@ -748,8 +765,8 @@ class Core:
         if not holds:
             return f"basis {self.basis_bps(s)} bps fell back inside ±{t}"
         if s.unhedged_since is not None and now - s.unhedged_since >= self.p.max_unhedged_ms:
-            held = abs(self.cycle_spot(s))
-            if self._perp_tradeable(trunc_to(held, self.p.perp.qty_step), s):
+            hedge_need, _ = self._needs(s)
+            if self._perp_tradeable(hedge_need, s):  # a part the perp could take is waiting
                 return f"max_unhedged_ms {self.p.max_unhedged_ms} reached with a partial fill"
         return ""
 
@@ -768,11 +785,17 @@ class Core:
         depends on: a book update, the common event, changes none of them.
         """
         sign = self._direction(s)
-        key = (s.spot.qty, s.dust, s.perp.qty, sign)
+        key = (s.spot.qty, s.dust, s.perp.qty, s.spot.avg_price, sign)
         if key != self._needs_key:
             held = (s.spot.qty - s.dust) * sign
             hedged = -s.perp.qty * sign
-            hedge_need = trunc_to(held, self.p.perp.qty_step) - hedged
+            step = self.p.perp.qty_step
+            if held >= hedged:
+                hedge_need = trunc_to(held, step) - hedged
+            else:  # over-hedged: close whole steps, leaving spot the spot exit can sell
+                over, price = hedged - held, s.spot.avg_price
+                dust = over < self.p.spot.min_qty or over * price < self.p.spot.min_notional
+                hedge_need = ZERO if dust else -ceil_to(over, step)  # dust stays as it is
             self._needs_key, self._needs_value = key, (hedge_need, held - hedged)
         return self._needs_value
 
@@ -834,25 +857,30 @@ class Core:
                 and excess >= self.p.perp.min_qty
                 and self._may_place(s, now, Purpose.CLOSE_EXCESS)
             ):
-                self._place(
+                self._place_market(
                     s,
                     now,
                     out,
-                    leg=Leg.PERP,
-                    side=exit_side.opposite,
-                    purpose=Purpose.CLOSE_EXCESS,
-                    qty=excess,
-                    price=None,
+                    Leg.PERP,
+                    exit_side.opposite,
+                    Purpose.CLOSE_EXCESS,
+                    excess,
                     reduce_only=True,
-                    net_target=excess,
                 )
+                if s.phase is Phase.HALTED:
+                    return
         # 2. the perp hedge
         # below the perp's minimum the hedge cannot work; the spot exit takes that part
         hedge_target = hedge_need if self._perp_tradeable(hedge_need, s) else ZERO
+        resting = [o for o in (*hedges, *exits) if o.order_type is OrderType.LIMIT]
+        if cyc.forced and resting:
+            for o in resting:  # replaced by market orders once both have ended: a racing
+                self._cancel(o, now, out)  # fill must not meet a market order too
+            return
         if market:
             for o in hedges:
                 if o.order_type is OrderType.LIMIT:
-                    self._cancel(o, now, out)  # replaced by a market order once it has ended
+                    self._cancel(o, now, out)
         self._trim(hedges, hedge_target, now, out)
         gap = hedge_target - sum((o.leaves for o in hedges), ZERO)
         can_hedge = self._perp_tradeable(gap, s) and self._may_place(s, now, Purpose.HEDGE)
@@ -1005,6 +1033,21 @@ class Core:
         held = self.cycle_spot(s)
         spot_qty = floor_to(abs(held), self.p.spot.qty_step)
         may = self._may_place(s, now, Purpose.UNWIND)  # after a rate-limit refusal: back off
+        cyc = s.cycle
+        if cyc is not None:
+            spent = [
+                leg
+                for leg in (Leg.SPOT, Leg.PERP)
+                if cyc.market_shortfalls.get(f"{leg}:{Purpose.UNWIND}", 0) >= MAX_MARKET_ATTEMPTS
+            ]
+            if spent:  # decide before sending either leg: a halt must not follow a send
+                self._halt(
+                    s,
+                    out,
+                    "unwind could not complete",
+                    f"{MAX_MARKET_ATTEMPTS} market orders on the {spent[0]} ended unfilled",
+                )
+                return
         if may and not self._live_on(s, Leg.SPOT) and self._spot_tradeable(spot_qty, s):
             if held > ZERO:
                 self._place_market(s, now, out, Leg.SPOT, Side.SELL, Purpose.UNWIND, spot_qty)
@@ -1353,12 +1396,8 @@ class Core:
             return False
         if s.phase is Phase.RACE_EXIT and not self._live(s, Purpose.HEDGE):
             hedge_need, _ = self._needs(s)
-            if (
-                self._perp_tradeable(hedge_need, s)
-                and self.book_fresh(s.perp_book, now)
-                and self._may_place(s, now, Purpose.HEDGE)
-            ):
-                return False
+            if self._perp_tradeable(hedge_need, s) and self.book_fresh(s.perp_book, now):
+                return False  # (also while a refused hedge waits for its next interval)
         for o in s.orders.values():
             if o.status.in_doubt or o.amend is not None:
                 return False
