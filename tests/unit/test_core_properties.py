@@ -87,7 +87,7 @@ from worker.core.events import (
     Tick,
     WalletBalance,
 )
-from worker.core.instruments import floor_to, gross_up_buy, trunc_to
+from worker.core.instruments import floor_to, gross_up_buy
 from worker.core.model import (
     ZERO,
     CoreState,
@@ -837,12 +837,7 @@ class CoreMachine(RuleBasedStateMachine):
     def needs(self) -> tuple[Decimal, Decimal]:
         """(perp still to hedge, spot not covered by the perp) in the cycle's direction, as
         ``Core._needs`` defines them; a negative hedge need is an over-hedge."""
-        s = self.state
-        cycle_spot = s.spot.qty - s.dust
-        sign = s.cycle.side.sign if s.cycle is not None else (1 if cycle_spot >= ZERO else -1)
-        held = cycle_spot * sign
-        hedged = -s.perp.qty * sign
-        return trunc_to(held, PERP.qty_step) - hedged, held - hedged
+        return self.core._needs(self.state)  # the rule (incl. over-hedge rounding) is the core's
 
     def check_exit_reservations(self) -> None:
         """3a. Exits never reserve more than is unhedged. Counted are the exit orders the core

@@ -1,10 +1,8 @@
-"""Second review of the core: each test pins down one defect found after the first review's fixes,
-as a strict xfail until it is fixed. Books are BTCUSDT as in test_core_rules.
+"""Regressions from a second review of the core: each test pins down one defect found after
+the first review's fixes (all fixed). Books are BTCUSDT as in test_core_rules.
 """
 
 from __future__ import annotations
-
-import pytest
 
 from tests.unit.core_harness import D, Harness, of, order_cmds, places, transitions
 from worker.core.commands import Command, QueryOrder, ReportHalt
@@ -36,9 +34,6 @@ def race(h: Harness, perp: tuple[str, str] = RICH) -> tuple[Order, Order]:
     return hedge, spot_exit
 
 
-@pytest.mark.xfail(
-    strict=True, reason="over-hedge close is ceil(over) with no cap: 0.011 vs a 0.01 perp"
-)
 def test_short_race_close_excess_never_exceeds_the_perp_position() -> None:
     """§4.4: when both exits fill, close *the excess perp*. A short-spot race: the spot buy-back
     (grossed up) overshoots zero to +0.000001988 and the perp hedge also fills +0.01. The excess
@@ -53,9 +48,6 @@ def test_short_race_close_excess_never_exceeds_the_perp_position() -> None:
     assert sum((p.qty for p in closes), D(0)) <= abs(h.state.perp.qty), closes
 
 
-@pytest.mark.xfail(
-    strict=True, reason="spot.avg_price is 0 when spot is flat, so a whole over-hedge is 'dust'"
-)
 def test_over_hedge_with_the_spot_given_back_exactly_is_closed() -> None:
     """§4.4: both exits filled → close the excess perp at once; docs: the race ends only when
     nothing tradeable is open. An entry partly filled (0.005 gross, 0.004995 net) races; the
@@ -81,9 +73,6 @@ def test_over_hedge_with_the_spot_given_back_exactly_is_closed() -> None:
     assert perp_orders or h.phase is not Phase.RACE_EXIT, (h.phase, h.state.perp.qty)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="unwind budget pre-check halts on a spent leg with nothing left to send"
-)
 def test_unwind_that_completes_on_its_third_short_order_ends_flat() -> None:
     """Transition table: unwinding → flat when both legs ended and nothing tradeable is left;
     MAX_MARKET_ATTEMPTS bounds orders that *may* end short before halting. The spot unwind ends
@@ -113,9 +102,6 @@ def test_unwind_that_completes_on_its_third_short_order_ends_flat() -> None:
     assert transitions(cmds) == [("unwinding", "flat")], transitions(cmds)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="next_deadline times a cancel's query from last_action_ms, not the cancel"
-)
 def test_next_deadline_covers_the_query_of_an_unconfirmed_cancel() -> None:
     """next_deadline: 'the earliest time after now at which a Tick could change a decision'.
     An entry rested 4 s, then is cancelled; the venue acknowledges the cancel but its final

@@ -37,11 +37,12 @@ def test_longest_ids_fit_bybit_limit() -> None:
 
 
 def test_issued_before_knows_late_messages_from_unknown_ones() -> None:
-    ids = IdState(epoch=7)
+    ids = IdState(epoch=7, origin=5)
     for _ in range(3):
         allocate(ids, "btc")
     assert issued_before(ids, "btc", "btc-7-2")
-    assert issued_before(ids, "btc", "btc-6-99")  # an older epoch
+    assert issued_before(ids, "btc", "btc-6-99")  # an epoch this state cleared
+    assert not issued_before(ids, "btc", "btc-4-1")  # older than the state: a lost state file
     assert issued_before(ids, "btc", "btc-7-3")
     assert not issued_before(ids, "btc", "btc-7-4")  # never handed out
     assert not issued_before(ids, "btc", "eth-7-1")

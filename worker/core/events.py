@@ -129,8 +129,11 @@ class Restarted(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     """The worker process started again from this state, after its resync with the venue.
 
     Sent once before trading resumes: a completed Stop is lifted, and the id block that was
-    open before the restart is skipped (its ids were resolved by the resync).
+    open before the restart is skipped (its ids were resolved by the resync). ``block_end`` is
+    the durable reservation, which may be newer than the snapshot's.
     """
+
+    block_end: int = 0
 
 
 class Clear(msgspec.Struct, frozen=True, kw_only=True, tag=True):

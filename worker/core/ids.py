@@ -31,7 +31,7 @@ def owns(instance_id: str, link_id: str) -> bool:
 
 
 def issued_before(ids: IdState, instance_id: str, link_id: str) -> bool:
-    """True for an id this instance handed out earlier (an older epoch, or a lower sequence in
+    """True for an id this state handed out earlier (an epoch it cleared, or a lower sequence in
     this one): a message about it is late, never about an order nobody knows."""
     prefix = instance_id + "-"
     if not link_id.startswith(prefix):
@@ -42,6 +42,8 @@ def issued_before(ids: IdState, instance_id: str, link_id: str) -> bool:
     epoch, seq = int(epoch_text), int(seq_text)
     if any(e == epoch and start <= seq < end for e, start, end in ids.skipped):
         return False  # skipped after a restart: it may be an order the snapshot never saw
+    if epoch < ids.origin:
+        return False  # older than this state (a lost or replaced state file): not known
     return epoch < ids.epoch or (epoch == ids.epoch and seq < ids.next_seq)
 
 

@@ -218,6 +218,7 @@ class IdState(msgspec.Struct, kw_only=True):
     """``orderLinkId`` allocation: ``<id>-<epoch>-<seq>``, with durably reserved blocks."""
 
     epoch: int
+    origin: int = 0  # the epoch this state was created in; clears keep it
     next_seq: int = 1
     block_end: int = 1  # ids with seq < block_end are durably reserved
     skipped: list[tuple[int, int, int]] = msgspec.field(default_factory=list)  # (epoch, from, to)

@@ -105,8 +105,8 @@ class Core:
 
     def __init__(self, params: CoreParams) -> None:
         self.p = params
-        self._needs_key: tuple[Decimal, Decimal, Decimal, Decimal, int] | None = None
-        self._needs_value = (ZERO, ZERO)
+        self._needs_key: tuple[Decimal, Decimal, Decimal, int] | None = None
+        self._needs_value: tuple[Decimal, Decimal, Decimal | None] = (ZERO, ZERO, ZERO)
         self.base = params.spot.base_coin
         self.quote = params.spot.quote_coin
         self._handlers: dict[type[Any], Callable[[CoreState, Any, int, Out], bool]] = {
@@ -146,7 +146,7 @@ class Core:
             instance_id=self.p.instance_id,
             spot_symbol=self.p.spot.symbol,
             future_symbol=self.p.perp.symbol,
-            ids=IdState(epoch=epoch),
+            ids=IdState(epoch=epoch, origin=epoch),
         )
 
     def step(self, state: CoreState, event: Event, now_ms: int) -> list[Command]:
@@ -201,7 +201,7 @@ class Core:
             if o.cancel_last_ms is not None and not o.cancel_acked:
                 times.append(o.cancel_last_ms + CANCEL_RETRY_MS)
             if o.status.in_doubt or o.amend is not None or o.cancel_sent_ms is not None:
-                times.append((o.query_sent_ms or o.last_action_ms) + QUERY_AFTER_MS)
+                times.append(max(o.last_action_ms, o.cancel_sent_ms or 0) + QUERY_AFTER_MS)
                 if o.query_sent_ms is not None:
                     times.append(o.query_sent_ms + QUERY_RETRY_MS)
         times.extend(s.next_place.values())
@@ -492,6 +492,7 @@ class Core:
 
     def _on_restarted(self, s: CoreState, ev: Restarted, now: int, out: Out) -> bool:
         s.stopping = s.stopped = False
+        s.ids.block_end = max(s.ids.block_end, ev.block_end)  # reserved after the snapshot
         skip_open_block(s.ids)
         return True
 
@@ -508,7 +509,7 @@ class Core:
         if why:
             out.append(ReportRefused(command="clear", reason=why))
             return False
-        s.ids = IdState(epoch=ev.epoch)
+        s.ids = IdState(epoch=ev.epoch, origin=s.ids.origin, skipped=s.ids.skipped)
         s.cycle = None
         s.dust = s.spot.qty
         s.halt_reason = s.halt_detail = s.blocked = ""
@@ -781,23 +782,29 @@ class Core:
     def _needs(self, s: CoreState) -> tuple[Decimal, Decimal]:
         """(perp still to hedge, spot not covered by the perp), in the cycle's direction.
 
-        A negative hedge need is an over-hedge of that size. Memoised on the positions it
-        depends on: a book update, the common event, changes none of them.
+        A negative hedge need is an over-hedge of that size. The common case is memoised on
+        the positions it depends on: a book update, the common event, changes none of them.
         """
         sign = self._direction(s)
-        key = (s.spot.qty, s.dust, s.perp.qty, s.spot.avg_price, sign)
+        key = (s.spot.qty, s.dust, s.perp.qty, sign)
         if key != self._needs_key:
             held = (s.spot.qty - s.dust) * sign
             hedged = -s.perp.qty * sign
-            step = self.p.perp.qty_step
-            if held >= hedged:
-                hedge_need = trunc_to(held, step) - hedged
-            else:  # over-hedged: close whole steps, leaving spot the spot exit can sell
-                over, price = hedged - held, s.spot.avg_price
-                dust = over < self.p.spot.min_qty or over * price < self.p.spot.min_notional
-                hedge_need = ZERO if dust else -ceil_to(over, step)  # dust stays as it is
-            self._needs_key, self._needs_value = key, (hedge_need, held - hedged)
-        return self._needs_value
+            need = trunc_to(held, self.p.perp.qty_step) - hedged if held >= hedged else None
+            self._needs_key, self._needs_value = key, (held, hedged, need)
+        held, hedged, need = self._needs_value
+        if need is None:
+            need = self._over_hedge(s, hedged - held, hedged)
+        return need, held - hedged
+
+    def _over_hedge(self, s: CoreState, over: Decimal, hedged: Decimal) -> Decimal:
+        """The (negative) need of an over-hedge: whole perp steps rounded up, so what is left is
+        spot the spot exit can give back, never more than the perp holds. An excess the spot
+        could not trade (below its minimum quantity or notional) stays, tracked like dust."""
+        price = self._ref_price(s, Leg.SPOT) or self._ref_price(s, Leg.PERP) or s.perp.avg_price
+        if over < self.p.spot.min_qty or (price and over * price < self.p.spot.min_notional):
+            return ZERO
+        return -min(ceil_to(over, self.p.perp.qty_step), hedged)
 
     def _direction(self, s: CoreState) -> int:
         if s.cycle is not None:
@@ -1032,23 +1039,24 @@ class Core:
             return  # cancel what works first, so no late fill lands after the unwind
         held = self.cycle_spot(s)
         spot_qty = floor_to(abs(held), self.p.spot.qty_step)
+        perp_qty = abs(s.perp.qty)
         may = self._may_place(s, now, Purpose.UNWIND)  # after a rate-limit refusal: back off
+        send_spot = may and not self._live_on(s, Leg.SPOT) and self._spot_tradeable(spot_qty, s)
+        send_perp = may and not self._live_on(s, Leg.PERP) and perp_qty >= self.p.perp.min_qty
         cyc = s.cycle
-        if cyc is not None:
-            spent = [
-                leg
-                for leg in (Leg.SPOT, Leg.PERP)
-                if cyc.market_shortfalls.get(f"{leg}:{Purpose.UNWIND}", 0) >= MAX_MARKET_ATTEMPTS
-            ]
-            if spent:  # decide before sending either leg: a halt must not follow a send
-                self._halt(
-                    s,
-                    out,
-                    "unwind could not complete",
-                    f"{MAX_MARKET_ATTEMPTS} market orders on the {spent[0]} ended unfilled",
-                )
-                return
-        if may and not self._live_on(s, Leg.SPOT) and self._spot_tradeable(spot_qty, s):
+        if cyc is not None:  # judge both legs' budgets first: a halt must not follow a send
+            for leg, send in ((Leg.SPOT, send_spot), (Leg.PERP, send_perp)):
+                if send and cyc.market_shortfalls.get(f"{leg}:{Purpose.UNWIND}", 0) >= (
+                    MAX_MARKET_ATTEMPTS
+                ):
+                    self._halt(
+                        s,
+                        out,
+                        "unwind could not complete",
+                        f"{MAX_MARKET_ATTEMPTS} market orders on the {leg} ended unfilled",
+                    )
+                    return
+        if send_spot:
             if held > ZERO:
                 self._place_market(s, now, out, Leg.SPOT, Side.SELL, Purpose.UNWIND, spot_qty)
             else:
@@ -1056,8 +1064,7 @@ class Core:
                 self._place_market(
                     s, now, out, Leg.SPOT, Side.BUY, Purpose.UNWIND, gross, net=spot_qty
                 )
-        perp_qty = abs(s.perp.qty)
-        if may and not self._live_on(s, Leg.PERP) and perp_qty >= self.p.perp.min_qty:
+        if send_perp:
             side = Side.BUY if s.perp.qty < ZERO else Side.SELL
             self._place_market(
                 s, now, out, Leg.PERP, side, Purpose.UNWIND, perp_qty, reduce_only=True
