@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test thorough lint bench clean
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n auto
+
+# The core's property tests with fresh random examples (2000 each; several minutes).
+thorough: $(STAMP)
+	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -n auto tests/unit/test_core_properties.py \
+	  tests/unit/test_core_fast_path.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
