@@ -55,9 +55,12 @@ def _redact_url(url: str | None) -> str | None:
     """Webhook URLs often carry a token in their path or query; show only where they go."""
     if url is None:
         return None
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # never echo a malformed URL: it may carry a token
+        return "<redacted>"
     return f"{parts.scheme}://{host}{port}/<redacted>"
 
 

@@ -106,6 +106,11 @@ def _read_account(path: Path) -> tuple[AccountFacts, ApiCredentials | None]:
         # exc.msg and the position never quote the file's content, so no secret leaks.
         error = f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
         return AccountFacts(exists=True, mode=mode, json_error=error), None
+    except RecursionError:
+        return AccountFacts(exists=True, mode=mode, json_error="nested too deeply"), None
+    except ValueError:  # an integer with thousands of digits; the message is not quoted
+        error = "holds a number with thousands of digits"
+        return AccountFacts(exists=True, mode=mode, json_error=error), None
     if not isinstance(document, dict):
         error = 'not a JSON object like {"api_key": "...", "api_secret": "..."}'
         return AccountFacts(exists=True, mode=mode, json_error=error), None

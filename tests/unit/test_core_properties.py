@@ -111,7 +111,7 @@ LINK_PARTS = re.compile(r"^btc-([0-9]+)-([0-9]+)$")
 # basis targets (bps): entries at |b| >= 10, carry exit at b <= 2 (long) / >= -2 (short),
 # emergency at b >= 50 (long) / <= -50 (short); the first values are what shrinking tends to
 BASES = (12, 0, -12, 30, -30, 60, -60, 1, -1, 5, -5, 10, -10, 2, -2, 50, -50, 9)
-MOVES = (0, 1, -1, 4, -4, 20, -20, 300, -300)  # spot bid moves, in ticks of 0.1
+MOVES = (20, 0, -4, 1, -1, 4, -20, 300, -300)  # spot bid moves, in ticks of 0.1
 SETTLE_ROUNDS = 20
 TICKS_MS = (201, 1, 150, 200, 999, 201, 1000, 1001, 3000, 3001, 5001, 201, 43_200_000)
 # how the venue answers a request (see ``CoreMachine.answer_request``); "ok_partial" is a market
@@ -256,7 +256,7 @@ class CoreMachine(RuleBasedStateMachine):
         loss=st.sampled_from([None, "3"]),
         cap=st.sampled_from([None, None, None, "300"]),
         basis=st.sampled_from(BASES),
-        slip=st.sampled_from(["3", "0.1"]),
+        slip=st.sampled_from(["0.1", "3"]),
     )
     def setup(
         self,
@@ -561,9 +561,9 @@ class CoreMachine(RuleBasedStateMachine):
             self.send_books("both")
 
     @rule(
-        what=st.sampled_from(["gap", "crossed", "old", "USDT", "BTC", "funding", "stray"]),
+        what=st.sampled_from(["funding", "gap", "crossed", "old", "USDT", "BTC", "stray"]),
         leg=st.sampled_from([Leg.SPOT, Leg.PERP]),
-        amount=st.sampled_from(["-2.5", "0.3", "-0.01", "4"]),
+        amount=st.sampled_from(["0.3", "-2.5", "-0.01", "4"]),
         short=st.sampled_from([False, False, False, True]),
     )
     def noise(self, what: str, leg: Leg, amount: str, short: bool) -> None:
@@ -639,7 +639,7 @@ class CoreMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.working_limits())
     @rule(
         pick=st.integers(0, 63),
-        size=st.sampled_from(["all", "half", "step", "tenth", "most"]),
+        size=st.sampled_from(["half", "all", "step", "tenth", "most"]),
         mode=st.sampled_from(FILL_MODES),
     )
     def fill_limit(self, pick: int, size: str, mode: str) -> None:

@@ -21,6 +21,7 @@ from enum import StrEnum
 from ipaddress import ip_address
 from pathlib import PurePath
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -604,6 +605,17 @@ def _bounded_decimal(
     return check
 
 
+_HOUR_MS = 3_600_000  # no timer of the strategy sensibly exceeds an hour
+
+
+def _valid_url_host(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return bool(parts.hostname) and (parts.port is None or parts.port > 0)
+    except ValueError:
+        return False
+
+
 def _bounded_int(
     *,
     above: int | None = None,
@@ -618,17 +630,21 @@ def _bounded_int(
         number = _integer(value, path, rep)
         if not isinstance(number, int):
             return _BAD
+        shown = str(number) if number.bit_length() <= 64 else "a number that large"
         if at_least is not None and at_most is not None:
             if not at_least <= number <= at_most:
                 rep.error(
-                    path, f"must be between {at_least} and {at_most}{suffix}{why}, not {number}"
+                    path, f"must be between {at_least} and {at_most}{suffix}{why}, not {shown}"
                 )
                 return _BAD
         elif above is not None and not number > above:
-            rep.error(path, f"must be greater than {above}{suffix}{why}, not {number}")
+            rep.error(path, f"must be greater than {above}{suffix}{why}, not {shown}")
             return _BAD
         elif at_least is not None and not number >= at_least:
-            rep.error(path, f"must be at least {at_least}{suffix}{why}, not {number}")
+            rep.error(path, f"must be at least {at_least}{suffix}{why}, not {shown}")
+            return _BAD
+        elif at_most is not None and number > at_most:
+            rep.error(path, f"must be at most {at_most}{suffix}, not {shown}")
             return _BAD
         return number
 
@@ -696,12 +712,14 @@ _STRATEGY_RULES: Final[dict[str, Callable[[object, str, _Report], object]]] = {
     "entry_threshold_bps": _bounded_decimal(above=Decimal(0)),
     "exit_threshold_bps": _decimal,
     "emergency_unwind_bps": _decimal,
-    "chase_interval_ms": _bounded_int(above=0, unit="ms"),
+    "chase_interval_ms": _bounded_int(above=0, at_most=_HOUR_MS, unit="ms"),
     "chase_max_slip_bps": _bounded_decimal(at_least=Decimal(0)),
-    "max_unhedged_ms": _bounded_int(above=0, unit="ms"),
+    "max_unhedged_ms": _bounded_int(above=0, at_most=_HOUR_MS, unit="ms"),
     "hedge_mode": _hedge_mode,
     "leverage": _bounded_decimal(at_least=Decimal(1)),
-    "stale_book_ms": _bounded_int(above=ORDERBOOK1_RESEND_MS, unit="ms", why=_STALE_WHY),
+    "stale_book_ms": _bounded_int(
+        above=ORDERBOOK1_RESEND_MS, at_most=_HOUR_MS, unit="ms", why=_STALE_WHY
+    ),
     "ws_ping_interval_s": _bounded_int(at_least=1, at_most=300, unit="seconds"),
     "max_notional_quote": _bounded_decimal(above=Decimal(0), nullable=True),
     "max_daily_loss_quote": _bounded_decimal(above=Decimal(0), nullable=True),
@@ -936,7 +954,7 @@ def _hub(value: object, base: PurePath, rep: _Report, paths: list[PathCheck]) ->
     rules: dict[str, Callable[[object, str, _Report], object]] = {
         "host": _string,
         "port": _bounded_int(at_least=1, at_most=65535),
-        "start_retries": _bounded_int(at_least=0),
+        "start_retries": _bounded_int(at_least=0, at_most=1000),
         "backoff_max_s": _bounded_decimal(at_least=Decimal(1)),
         "stop_grace_s": _bounded_decimal(above=Decimal(0)),
         "enable_docs": _boolean,
@@ -958,6 +976,10 @@ def _hub(value: object, base: PurePath, rep: _Report, paths: list[PathCheck]) ->
                 "hub.alert_webhook",
                 "must start with http:// or https:// (an address that accepts a JSON POST)",
             )
+            text = _BAD
+        elif isinstance(text, str) and not _valid_url_host(text):
+            # the URL is never echoed: webhook addresses often carry a token
+            rep.error("hub.alert_webhook", "has an invalid host or port; check the address")
             text = _BAD
         values["alert_webhook"] = text
     if any(v is _BAD for v in values.values()):

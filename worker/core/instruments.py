@@ -8,7 +8,7 @@ never rounded up past what is held, a buy price is never rounded above the touch
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal, localcontext
 from enum import StrEnum
 
 import msgspec
@@ -45,19 +45,27 @@ class FeeRates(msgspec.Struct, frozen=True, kw_only=True):
     taker: Decimal
 
 
+def _multiple(value: Decimal, step: Decimal, rounding: str) -> Decimal:
+    """``value`` rounded to a multiple of ``step``, computed with enough digits to be exact:
+    a quotient rounded in a 28-digit context could otherwise cross a multiple."""
+    with localcontext() as ctx:
+        ctx.prec = max(28, len(value.as_tuple().digits) + len(step.as_tuple().digits) + 4)
+        return (value / step).to_integral_value(rounding=rounding) * step
+
+
 def floor_to(value: Decimal, step: Decimal) -> Decimal:
     """Largest multiple of ``step`` that is <= ``value``."""
-    return (value / step).to_integral_value(rounding=ROUND_FLOOR) * step
+    return _multiple(value, step, ROUND_FLOOR)
 
 
 def ceil_to(value: Decimal, step: Decimal) -> Decimal:
     """Smallest multiple of ``step`` that is >= ``value``."""
-    return (value / step).to_integral_value(rounding=ROUND_CEILING) * step
+    return _multiple(value, step, ROUND_CEILING)
 
 
 def trunc_to(value: Decimal, step: Decimal) -> Decimal:
     """Round toward zero: the size a signed holding can cover without exceeding it."""
-    return (value / step).to_integral_value(rounding=ROUND_DOWN) * step
+    return _multiple(value, step, ROUND_DOWN)
 
 
 def buy_price(price: Decimal, rules: InstrumentRules) -> Decimal:

@@ -103,6 +103,8 @@ def _decimal(raw: str, where: str, *, allow_negative: bool = False) -> Decimal:
         raise BybitError(f"malformed result: {where} is {raw!r}, not a decimal number") from None
     if value < 0 and not allow_negative:
         raise BybitError(f"malformed result: {where} is {raw!r}, expected >= 0")
+    if value and not -30 <= value.adjusted() <= 30:
+        raise BybitError(f"malformed result: {where} is {raw!r}, out of range")
     return value
 
 
