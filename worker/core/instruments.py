@@ -8,7 +8,7 @@ never rounded up past what is held, a buy price is never rounded above the touch
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal, localcontext
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
 
 import msgspec
@@ -45,27 +45,26 @@ class FeeRates(msgspec.Struct, frozen=True, kw_only=True):
     taker: Decimal
 
 
-def _multiple(value: Decimal, step: Decimal, rounding: str) -> Decimal:
-    """``value`` rounded to a multiple of ``step``, computed with enough digits to be exact:
-    a quotient rounded in a 28-digit context could otherwise cross a multiple."""
-    with localcontext() as ctx:
-        ctx.prec = max(28, len(value.as_tuple().digits) + len(step.as_tuple().digits) + 4)
-        return (value / step).to_integral_value(rounding=rounding) * step
-
-
 def floor_to(value: Decimal, step: Decimal) -> Decimal:
-    """Largest multiple of ``step`` that is <= ``value``."""
-    return _multiple(value, step, ROUND_FLOOR)
+    """Largest multiple of ``step`` that is <= ``value``.
+
+    The quotient is rounded to 28 digits before it is floored, which for a value with more
+    digits can land one multiple too high: the result is checked and stepped back, which is
+    cheaper on the hot path than a wider decimal context.
+    """
+    result = (value / step).to_integral_value(rounding=ROUND_FLOOR) * step
+    return result - step if result > value else result
 
 
 def ceil_to(value: Decimal, step: Decimal) -> Decimal:
-    """Smallest multiple of ``step`` that is >= ``value``."""
-    return _multiple(value, step, ROUND_CEILING)
+    """Smallest multiple of ``step`` that is >= ``value`` (checked like :func:`floor_to`)."""
+    result = (value / step).to_integral_value(rounding=ROUND_CEILING) * step
+    return result + step if result < value else result
 
 
 def trunc_to(value: Decimal, step: Decimal) -> Decimal:
     """Round toward zero: the size a signed holding can cover without exceeding it."""
-    return _multiple(value, step, ROUND_DOWN)
+    return floor_to(value, step) if value >= ZERO else ceil_to(value, step)
 
 
 def buy_price(price: Decimal, rules: InstrumentRules) -> Decimal:
