@@ -963,3 +963,10 @@ def test_restart_skips_the_open_id_block() -> None:
     again = Harness(core=h.core, state=snapshot.decode(snapshot.encode(h.state)), now=h.now + 1)
     (p,) = places(again.send(Restarted()) + again.books(SPOT_BOOK, RICH))
     assert p.link_id == "btc-1700000000-65"  # ids 2..64 may have been sent before a crash
+
+
+def test_blank_fee_coin_of_a_spot_buy_is_the_base_coin() -> None:
+    h = Harness.make()
+    entry = enter(h)
+    h.execution(entry.link_id, str(entry.qty), "65000.0", fee="0.00001", fee_coin="")
+    assert h.state.spot.qty == entry.qty - D("0.00001")  # the fee was kept in BTC

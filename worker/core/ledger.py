@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from worker.core.model import ZERO, CoreState, Leg, LegPosition, Order
+from worker.core.model import ZERO, CoreState, Leg, LegPosition, Order, Side
 
 
 def apply_fills(s: CoreState, o: Order, *, base: str, quote: str) -> tuple[Decimal, Decimal]:
@@ -22,7 +22,8 @@ def apply_fills(s: CoreState, o: Order, *, base: str, quote: str) -> tuple[Decim
         qty, value, fees = o.exec_qty, o.exec_value, o.exec_fees
     else:
         qty, value = o.upd_qty, o.upd_value
-        fees = {o.upd_fee_coin or quote: o.upd_fee} if o.upd_qty else {}
+        coin = o.upd_fee_coin or fee_coin_of(o, base=base, quote=quote)
+        fees = {coin: o.upd_fee} if o.upd_qty else {}
     dq = qty - o.applied_qty
     if dq <= ZERO:
         return ZERO, ZERO
@@ -44,6 +45,12 @@ def apply_fills(s: CoreState, o: Order, *, base: str, quote: str) -> tuple[Decim
             s.other_fees[coin] = s.other_fees.get(coin, ZERO) + delta
     o.applied_qty, o.applied_value, o.applied_fees = qty, value, dict(fees)
     return dq, dv
+
+
+def fee_coin_of(o: Order, *, base: str, quote: str) -> str:
+    """The coin a fee is charged in when the venue leaves it blank: the coin received by a spot
+    buy (Bybit charges spot buys in the base coin), the quote or settle coin otherwise."""
+    return base if o.leg is Leg.SPOT and o.side is Side.BUY else quote
 
 
 def net_pnl(s: CoreState) -> Decimal:

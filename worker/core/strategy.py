@@ -64,7 +64,7 @@ from worker.core.instruments import (
     tradeable,
     trunc_to,
 )
-from worker.core.ledger import apply_fills, fmt, net_pnl
+from worker.core.ledger import apply_fills, fee_coin_of, fmt, net_pnl
 from worker.core.machine import Trigger, next_phase
 from worker.core.model import (
     ZERO,
@@ -311,7 +311,7 @@ class Core:
         o.exec_ids.append(ev.exec_id)
         o.exec_qty += ev.qty
         o.exec_value += ev.qty * ev.price
-        coin = ev.fee_coin or self.quote
+        coin = ev.fee_coin or fee_coin_of(o, base=self.base, quote=self.quote)
         o.exec_fees[coin] = o.exec_fees.get(coin, ZERO) + ev.fee
         s.fills_seen += 1
         self._account(s, o, out)
