@@ -884,10 +884,6 @@ class Core:
             for o in resting:  # replaced by market orders once both have ended: a racing
                 self._cancel(o, now, out)  # fill must not meet a market order too
             return
-        if market:
-            for o in hedges:
-                if o.order_type is OrderType.LIMIT:
-                    self._cancel(o, now, out)
         self._trim(hedges, hedge_target, now, out)
         gap = hedge_target - sum((o.leaves for o in hedges), ZERO)
         can_hedge = self._perp_tradeable(gap, s) and self._may_place(s, now, Purpose.HEDGE)
@@ -914,10 +910,6 @@ class Core:
             for o in exits:
                 self._cancel(o, now, out)
             return
-        if market:
-            for o in exits:
-                if o.order_type is OrderType.LIMIT and cyc.forced:
-                    self._cancel(o, now, out)
         buy = exit_side is Side.BUY
         if buy:
             fee = self.p.spot_fees.taker if cyc.forced else self.p.spot_fees.maker
