@@ -506,6 +506,8 @@ class Core:
             why = "the snapshot still holds a position"
         elif ev.epoch <= s.ids.epoch:
             why = f"the new epoch {ev.epoch} must exceed {s.ids.epoch}"
+        elif ev.epoch >= 10**10:
+            why = f"the new epoch {ev.epoch} is not a Unix time in seconds"
         if why:
             out.append(ReportRefused(command="clear", reason=why))
             return False
