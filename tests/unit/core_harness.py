@@ -223,3 +223,37 @@ def order_cmds(cmds: Iterable[Command]) -> list[Command]:
 
 def transitions(cmds: Iterable[Command]) -> list[tuple[str, str]]:
     return [(c.source.value, c.target.value) for c in of(cmds, ReportTransition)]
+
+
+# -- the books and scenario steps every core test starts from (BTCUSDT around 65,000)
+SPOT_BOOK = ("65000.0", "65000.1")
+RICH = ("65100.0", "65100.1")  # +15.38 bps: buy spot
+CHEAP = ("64900.0", "64900.1")  # -15.38 bps: sell spot
+NEUTRAL = ("65003.0", "65003.1")  # +0.46 bps: inside every threshold
+
+
+def enter(h: Harness, perp: tuple[str, str] = RICH) -> Order:
+    """Books crossing the entry threshold; the entry is acknowledged."""
+    h.books(SPOT_BOOK, perp)
+    entry = h.one_live(Purpose.ENTRY)
+    h.ack(entry.link_id)
+    return entry
+
+
+def race(h: Harness, perp: tuple[str, str] = RICH) -> tuple[Order, Order]:
+    """The entry filled; both racing exits acknowledged: (hedge, spot exit)."""
+    entry = enter(h, perp)
+    h.fill(entry.link_id)
+    assert h.phase is Phase.RACE_EXIT
+    hedge, spot_exit = h.one_live(Purpose.HEDGE), h.one_live(Purpose.SPOT_EXIT)
+    h.ack(hedge.link_id)
+    h.ack(spot_exit.link_id)
+    return hedge, spot_exit
+
+
+def carry(h: Harness, perp: tuple[str, str] = RICH) -> None:
+    """The hedge won the race: carry_hedged."""
+    hedge, spot_exit = race(h, perp)
+    h.fill(hedge.link_id)
+    h.cancelled(spot_exit.link_id)
+    assert h.phase is Phase.CARRY_HEDGED

@@ -8,11 +8,11 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit.core_harness import D, Harness
+from tests.unit.core_harness import D, Harness, race
 from worker.core import snapshot
 from worker.core.commands import AmendOrder, Command
 from worker.core.events import Acknowledged, BookTop, Event, Tick
-from worker.core.model import CoreState, Leg, Purpose
+from worker.core.model import CoreState, Leg
 from worker.core.model import Request as Req
 from worker.core.strategy import Core
 
@@ -22,17 +22,6 @@ class AlwaysDecide(Core):
 
     def _quiet_until(self, s: CoreState) -> int:
         return 0
-
-
-def racing() -> Harness:
-    h = Harness.make()
-    h.books(("65000.0", "65000.1"), ("65100.0", "65100.1"))
-    entry = h.one_live(Purpose.ENTRY)
-    h.ack(entry.link_id)
-    h.fill(entry.link_id)
-    for purpose in (Purpose.HEDGE, Purpose.SPOT_EXIT):
-        h.ack(h.one_live(purpose).link_id)
-    return h
 
 
 steps = st.lists(
@@ -50,7 +39,8 @@ steps = st.lists(
 def test_skipping_settled_book_updates_never_changes_a_decision(
     script: list[tuple[int, str, int]],
 ) -> None:
-    h = racing()
+    h = Harness.make()
+    race(h)
     ref_core = AlwaysDecide(h.core.p)
     ref_state = snapshot.decode(snapshot.encode(h.state))
     assert h.state.quiet_until > h.now  # the race is settled: the shortcut is in play

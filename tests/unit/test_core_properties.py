@@ -53,7 +53,14 @@ from hypothesis.stateful import (
 )
 
 from bench.common import EPOCH, PERP, PERP_FEES, SPOT, SPOT_FEES, T0, params
-from tests.unit.core_harness import Harness, of, order_cmds, places
+from tests.unit.core_harness import (
+    RICH,
+    SPOT_BOOK,
+    Harness,
+    of,
+    order_cmds,
+    places,
+)
 from worker.core import snapshot
 from worker.core.commands import (
     AmendOrder,
@@ -1039,9 +1046,6 @@ def test_machine_entry_replaced_while_a_hedge_is_in_doubt(doubt: str) -> None:
 
 # ----------------------------------------------------------------------------- regressions
 # Each is the smallest example the machine above shrank a core bug to (all fixed).
-
-SPOT_BOOK = ("65000.0", "65000.1")
-RICH = ("65100.0", "65100.1")  # +15.4 bps: the entry buys spot
 
 
 @pytest.mark.parametrize("failure", ["lost", "rate_limited"])

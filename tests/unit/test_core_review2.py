@@ -4,34 +4,23 @@ the first review's fixes (all fixed). Books are BTCUSDT as in test_core_rules.
 
 from __future__ import annotations
 
-from tests.unit.core_harness import D, Harness, of, order_cmds, places, transitions
+from tests.unit.core_harness import (
+    CHEAP,
+    NEUTRAL,
+    D,
+    Harness,
+    enter,
+    of,
+    order_cmds,
+    places,
+    race,
+    transitions,
+)
 from worker.core.commands import Command, QueryOrder, ReportHalt
 from worker.core.events import CancelEntry, Tick
-from worker.core.model import Leg, Order, OrderStatus, Phase, Purpose
+from worker.core.model import Leg, OrderStatus, Phase, Purpose
 from worker.core.model import Request as Req
 from worker.core.strategy import QUERY_AFTER_MS
-
-SPOT_BOOK = ("65000.0", "65000.1")
-RICH = ("65100.0", "65100.1")  # +15.38 bps: buy spot
-CHEAP = ("64900.0", "64900.1")  # -15.38 bps: sell spot
-NEUTRAL = ("65003.0", "65003.1")  # inside every threshold
-
-
-def enter(h: Harness, perp: tuple[str, str] = RICH) -> Order:
-    h.books(SPOT_BOOK, perp)
-    entry = h.one_live(Purpose.ENTRY)
-    h.ack(entry.link_id)
-    return entry
-
-
-def race(h: Harness, perp: tuple[str, str] = RICH) -> tuple[Order, Order]:
-    entry = enter(h, perp)
-    h.fill(entry.link_id)
-    assert h.phase is Phase.RACE_EXIT
-    hedge, spot_exit = h.one_live(Purpose.HEDGE), h.one_live(Purpose.SPOT_EXIT)
-    h.ack(hedge.link_id)
-    h.ack(spot_exit.link_id)
-    return hedge, spot_exit
 
 
 def test_short_race_close_excess_never_exceeds_the_perp_position() -> None:

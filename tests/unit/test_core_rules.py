@@ -12,11 +12,18 @@ import pytest
 
 from bench.common import PERP
 from tests.unit.core_harness import (
+    CHEAP,
+    NEUTRAL,
+    RICH,
+    SPOT_BOOK,
     D,
     Harness,
+    carry,
+    enter,
     of,
     order_cmds,
     places,
+    race,
     transitions,
 )
 from worker.core import basis, snapshot
@@ -51,13 +58,8 @@ from worker.core.events import (
 )
 from worker.core.instruments import gross_up_buy, trunc_to
 from worker.core.machine import TRANSITIONS, IllegalTransitionError, Trigger, next_phase
-from worker.core.model import Leg, Order, OrderStatus, OrderType, Phase, Purpose, RejectKind, Side
+from worker.core.model import Leg, OrderStatus, OrderType, Phase, Purpose, RejectKind, Side
 from worker.core.model import Request as Req
-
-SPOT_BOOK = ("65000.0", "65000.1")
-RICH = ("65100.0", "65100.1")  # +15.38 bps: buy spot
-CHEAP = ("64900.0", "64900.1")  # -15.38 bps: sell spot
-NEUTRAL = ("65003.0", "65003.1")  # +0.46 bps: inside every threshold
 
 
 def by_leg(orders: list[PlaceOrder]) -> tuple[PlaceOrder, PlaceOrder]:
@@ -83,30 +85,6 @@ def unknown_order_fill(h: Harness) -> None:
             exec_ms=h.now,
         )
     )
-
-
-def enter(h: Harness, perp: tuple[str, str] = RICH) -> Order:
-    h.books(SPOT_BOOK, perp)
-    entry = h.one_live(Purpose.ENTRY)
-    h.ack(entry.link_id)
-    return entry
-
-
-def race(h: Harness, perp: tuple[str, str] = RICH) -> tuple[Order, Order]:
-    entry = enter(h, perp)
-    h.fill(entry.link_id)
-    assert h.phase is Phase.RACE_EXIT
-    hedge, spot_exit = h.one_live(Purpose.HEDGE), h.one_live(Purpose.SPOT_EXIT)
-    h.ack(hedge.link_id)
-    h.ack(spot_exit.link_id)
-    return hedge, spot_exit
-
-
-def carry(h: Harness, perp: tuple[str, str] = RICH) -> None:
-    hedge, spot_exit = race(h, perp)
-    h.fill(hedge.link_id)
-    h.cancelled(spot_exit.link_id)
-    assert h.phase is Phase.CARRY_HEDGED
 
 
 # §4.1 ------------------------------------------------------------------------------------
