@@ -633,6 +633,10 @@ def test_snapshot_of_newer_version_is_refused() -> None:
         snapshot.decode(data)
     with pytest.raises(snapshot.SnapshotError, match="unreadable"):
         snapshot.decode(b"{not json")
+    with pytest.raises(snapshot.SnapshotError, match="invalid version 0"):
+        snapshot.decode(data.replace(b'"version":7', b'"version":0'))
+    with pytest.raises(snapshot.SnapshotError, match="unreadable"):
+        snapshot.decode(snapshot.encode(Harness.make().state)[:-40])  # cut off by a crash
 
 
 # Operator commands (§7) --------------------------------------------------------------------
