@@ -42,7 +42,9 @@ def check_rest(
         timestamp = int(raw_ts)
         window = int(raw_window)
     except ValueError:
-        raise VenueError(10001, "params error: X-BAPI-TIMESTAMP or X-BAPI-RECV-WINDOW invalid") from None
+        raise VenueError(
+            10001, "params error: X-BAPI-TIMESTAMP or X-BAPI-RECV-WINDOW invalid"
+        ) from None
     if not now_ms - window <= timestamp < now_ms + FUTURE_TOLERANCE_MS:
         raise VenueError(
             10002,

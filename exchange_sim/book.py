@@ -80,22 +80,29 @@ class _Side:
         return self.prices[-1] if self.descending else self.prices[0]
 
     def walk(self) -> Iterator[Level]:
-        """Levels from the best price outwards (a copy: callers may empty levels)."""
+        """Levels from the best price outwards (over a copy: callers may empty levels)."""
         ordered = reversed(self.prices) if self.descending else iter(self.prices)
         for price in list(ordered):
             level = self.levels.get(price)
             if level is not None:
                 yield level
 
+    def scan(self) -> Iterator[Level]:
+        """Levels from the best price outwards, read-only (the book must not change)."""
+        levels = self.levels
+        for price in reversed(self.prices) if self.descending else self.prices:
+            yield levels[price]
+
 
 class Book:
     """Price-time priority book of one instrument."""
 
-    __slots__ = ("asks", "bids")
+    __slots__ = ("asks", "bids", "users")
 
     def __init__(self) -> None:
         self.bids = _Side(descending=True)
         self.asks = _Side(descending=False)
+        self.users = 0  # user orders resting in the book
 
     def side(self, side: str) -> _Side:
         """``Buy`` orders rest in the bids, ``Sell`` orders in the asks."""
@@ -110,7 +117,7 @@ class Book:
     def top(self, side: str, depth: int) -> list[tuple[Decimal, Decimal]]:
         """Aggregated ``(price, size)`` of the best ``depth`` levels of one side."""
         out: list[tuple[Decimal, Decimal]] = []
-        for level in self.side(side).walk():
+        for level in self.side(side).scan():
             size = level.total()
             if size > 0:
                 out.append((level.price, size))
@@ -125,6 +132,7 @@ class Book:
         level = self.side(order.side).level(order.price)
         order.ahead = level.background
         level.orders.append(order)
+        self.users += 1
 
     def remove(self, order: Resting) -> None:
         side = self.side(order.side)
@@ -135,6 +143,7 @@ class Book:
             level.orders.remove(order)
         except ValueError:
             return
+        self.users -= 1
         side.drop_if_empty(level)
 
     def reduce(self, order: Resting, new_leaves: Decimal) -> None:
@@ -217,9 +226,8 @@ class Book:
             break
         return fills
 
-    @staticmethod
     def _take_level(
-        level: Level, want: Decimal, fills: list[Fill], exclude: Resting | None
+        self, level: Level, want: Decimal, fills: list[Fill], exclude: Resting | None
     ) -> Decimal:
         """Consume up to ``want`` from one level in queue order; return what was taken."""
         left = want
@@ -241,6 +249,7 @@ class Book:
                 left -= take
                 if order.leaves <= 0:
                     level.orders.remove(order)
+                    self.users -= 1
             if left <= 0:
                 break
         if left > 0 and level.background > 0:

@@ -29,9 +29,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--config", help="simulator config JSON (instruments, accounts, fees, model)")
+    parser.add_argument(
+        "--config", help="simulator config JSON (instruments, accounts, fees, model)"
+    )
     parser.add_argument("--state", help="journal file: accounts, orders and fills survive restarts")
-    parser.add_argument("--scripted", action="store_true", help="start with the market model frozen")
+    parser.add_argument(
+        "--scripted", action="store_true", help="start with the market model frozen"
+    )
     return parser
 
 
@@ -85,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             app,
             http="httptools",
             ws=AbortableWebSocketProtocol,
+            ws_per_message_deflate=False,  # per-client compression would dominate fan-out cost
             loop="uvloop",
             lifespan="on",
             log_level="warning",

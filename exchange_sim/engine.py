@@ -70,7 +70,7 @@ def _no_private(api_key: str, topic: str, message: bytes) -> None:
     return None
 
 
-def _everyone(category: str, topic: str) -> bool:
+def _everyone(who: str, topic: str) -> bool:
     return True
 
 
@@ -126,7 +126,8 @@ class Exchange:
         self.frozen = frozen
         self.on_public: PublicSink = _no_public
         self.on_private: PrivateSink = _no_private
-        self.wants: Callable[[str, str], bool] = _everyone
+        self.wants: Callable[[str, str], bool] = _everyone  # (category, topic)
+        self.wants_private: Callable[[str, str], bool] = _everyone  # (api key, topic)
         self.instruments: dict[tuple[str, str], Instrument] = {}
         self.books: dict[tuple[str, str], Book] = {}
         self.feeds: dict[tuple[str, str], BookFeed] = {}
@@ -223,38 +224,54 @@ class Exchange:
             self._publish_book(key, now)
         for key, entries in sorted(op.trades.items()):
             if self.wants(key[0], f"publicTrade.{key[1]}"):
-                self.on_public(key[0], f"publicTrade.{key[1]}", self.feeds[key].trades_message(entries, now))
+                self.on_public(
+                    key[0], f"publicTrade.{key[1]}", self.feeds[key].trades_message(entries, now)
+                )
 
     def _private(self, api_key: str, topic: str, data: list[dict[str, Any]], now: int) -> None:
         self.message_counter += 1
-        message = {"id": f"{self.message_counter}", "topic": topic, "creationTime": now, "data": data}
+        message = {
+            "id": f"{self.message_counter}",
+            "topic": topic,
+            "creationTime": now,
+            "data": data,
+        }
         self.on_private(api_key, topic, encode(message))
 
     def _push_private(self, op: _Op, now: int) -> None:
+        """One message per api key and topic, only where someone listens (formatting is
+        most of an order's cost)."""
+        wants = self.wants_private
         by_key: dict[str, list[Order]] = {}
         for order in op.orders.values():
             by_key.setdefault(order.api_key, []).append(order)
         for api_key, orders in sorted(by_key.items()):
-            data = [order_ws(o, self.instruments[(o.category, o.symbol)]) for o in orders]
-            self._private(api_key, "order", data, now)
+            if wants(api_key, "order"):
+                data = [order_ws(o, self.instruments[(o.category, o.symbol)]) for o in orders]
+                self._private(api_key, "order", data, now)
         execs: dict[str, list[Execution]] = {}
         for ex in op.execs:
             execs.setdefault(ex.api_key, []).append(ex)
         for api_key, items in sorted(execs.items()):
-            data = [execution_ws(ex, self.instruments[(ex.category, ex.symbol)]) for ex in items]
-            self._private(api_key, "execution", data, now)
+            if wants(api_key, "execution"):
+                data = [
+                    execution_ws(ex, self.instruments[(ex.category, ex.symbol)]) for ex in items
+                ]
+                self._private(api_key, "execution", data, now)
         positions: dict[str, list[str]] = {}
         for api_key, symbol in sorted(op.positions):
             positions.setdefault(api_key, []).append(symbol)
         for api_key, symbols in positions.items():
-            account = self.accounts[api_key]
-            data = [self._position_ws(account, s) for s in symbols]
-            self._private(api_key, "position", data, now)
+            if wants(api_key, "position"):
+                account = self.accounts[api_key]
+                data = [self._position_ws(account, s) for s in symbols]
+                self._private(api_key, "position", data, now)
         wallets: dict[str, list[str]] = {}
         for api_key, coin in sorted(op.coins):
             wallets.setdefault(api_key, []).append(coin)
         for api_key, coins in wallets.items():
-            self._private(api_key, "wallet", [self._wallet(self.accounts[api_key], coins)], now)
+            if wants(api_key, "wallet"):
+                self._private(api_key, "wallet", [self._wallet(self.accounts[api_key], coins)], now)
 
     def _publish_book(self, key: tuple[str, str], now: int) -> None:
         category, symbol = key
@@ -302,7 +319,11 @@ class Exchange:
             return ONE
         for symbol, base in self.base_of.items():
             if base == coin and self.quote_of[symbol] == "USDT":
-                return self.mid("spot", symbol) if ("spot", symbol) in self.books else self.mark(symbol)
+                return (
+                    self.mid("spot", symbol)
+                    if ("spot", symbol) in self.books
+                    else self.mark(symbol)
+                )
         return ZERO
 
     def _touch_coin(self, account: Account, coin: str) -> Coin:
@@ -312,6 +333,7 @@ class Exchange:
 
     def _touch_order(self, order: Order) -> None:
         order.updated = self.clock()
+        self.accounts[order.api_key].track(order)
         if self._op is not None:
             self._op.orders[order.order_id] = order
 
@@ -332,19 +354,27 @@ class Exchange:
     def _initial_margin(self, account: Account, *, exclude: Order | None = None) -> Decimal:
         """Margin held by linear positions and by orders that would grow them."""
         total = ZERO
-        for symbol, pos in account.positions.items():
+        for pos in account.positions.values():
             if pos.size:
                 total += abs(pos.size) * pos.avg_price / pos.leverage
-        for order in account.orders:
-            if order.category == "linear" and order.is_open and order is not exclude:
-                total += self._order_margin(account, order.symbol, order.side, order.leaves, order.price)
+        for order in account.open_orders.values():
+            if order.category == "linear" and order is not exclude:
+                total += self._order_margin(
+                    account, order.symbol, order.side, order.leaves, order.price
+                )
         return total
 
-    def _order_margin(self, account: Account, symbol: str, side: str, qty: Decimal, price: Decimal) -> Decimal:
+    def _order_margin(
+        self, account: Account, symbol: str, side: str, qty: Decimal, price: Decimal
+    ) -> Decimal:
         pos = account.positions.get(symbol)
         size = pos.size if pos is not None else ZERO
         leverage = pos.leverage if pos is not None else self.leverage_default
-        closing = min(qty, abs(size)) if (size > 0 and side == "Sell") or (size < 0 and side == "Buy") else ZERO
+        closing = (
+            min(qty, abs(size))
+            if (size > 0 and side == "Sell") or (size < 0 and side == "Buy")
+            else ZERO
+        )
         return (qty - closing) * price / leverage
 
     def _available_usdt(self, account: Account, *, exclude: Order | None = None) -> Decimal:
@@ -393,7 +423,10 @@ class Exchange:
         if category != "spot" or order_type != "Market":
             market_unit = "" if category != "spot" else market_unit
         reduce_only = str(params.get("reduceOnly", "false")).lower() == "true"
-        if sum(1 for o in account.orders if o.is_open and o.symbol == inst.symbol) >= _MAX_OPEN_ORDERS:
+        if (
+            sum(1 for o in account.open_orders.values() if o.symbol == inst.symbol)
+            >= _MAX_OPEN_ORDERS
+        ):
             raise VenueError(110020, "Not allowed to have more than 500 active orders.")
         book = self.books[(category, inst.symbol)]
         by_value = order_type == "Market" and market_unit == "quoteCoin"
@@ -439,9 +472,17 @@ class Exchange:
         tick = inst.tick_size
         if side == "Buy":
             ask = book.best_ask()
-            return None if ask is None else (ask * (ONE + slip) / tick).to_integral_value(ROUND_FLOOR) * tick
+            return (
+                None
+                if ask is None
+                else (ask * (ONE + slip) / tick).to_integral_value(ROUND_FLOOR) * tick
+            )
         bid = book.best_bid()
-        return None if bid is None else (bid * (ONE - slip) / tick).to_integral_value(ROUND_CEILING) * tick
+        return (
+            None
+            if bid is None
+            else (bid * (ONE - slip) / tick).to_integral_value(ROUND_CEILING) * tick
+        )
 
     def _validate_size(
         self, inst: Instrument, order_type: str, qty: Decimal, price: Decimal | None, by_value: bool
@@ -457,15 +498,21 @@ class Exchange:
             raise VenueError(110017, "orderQty will be truncated to zero")
         max_qty = inst.max_market_qty if order_type == "Market" else inst.max_qty
         if qty > max_qty:
-            raise VenueError(PARAMS, "params error: The number of contracts exceeds maximum limit allowed")
+            raise VenueError(
+                PARAMS, "params error: The number of contracts exceeds maximum limit allowed"
+            )
         if qty < inst.min_qty:
             if spot:
                 raise VenueError(170136, "Order quantity lower than the minimum.")
-            raise VenueError(PARAMS, "params error: The number of contracts below min limit allowed")
+            raise VenueError(
+                PARAMS, "params error: The number of contracts below min limit allowed"
+            )
         if price is not None and qty * price < inst.min_notional:
             if spot:
                 raise VenueError(170140, "Order value exceeded lower limit.")
-            raise VenueError(110094, f"Order does not meet minimum order value {dec(inst.min_notional)}USDT")
+            raise VenueError(
+                110094, f"Order does not meet minimum order value {dec(inst.min_notional)}USDT"
+            )
 
     def _reserve(self, account: Account, inst: Instrument, order: Order, book: Book) -> None:
         """Check and lock the funds an order needs (spot) or its margin (linear)."""
@@ -477,10 +524,8 @@ class Exchange:
             return
         if order.side == "Buy":
             coin_name = inst.quote_coin
-            if order.market_unit == "quoteCoin":
-                need = order.qty
-            else:
-                need = order.qty * order.price
+            by_value = order.market_unit == "quoteCoin"
+            need = order.qty if by_value else order.qty * order.price
         else:
             coin_name = inst.base_coin
             if order.market_unit == "quoteCoin":
@@ -527,7 +572,9 @@ class Exchange:
                 if fill.maker is not None:
                     assert isinstance(fill.maker, Order)
                     maker_account = self.accounts[fill.maker.api_key]
-                    self._apply_fill(maker_account, inst, fill.maker, fill.price, fill.qty, is_maker=True)
+                    self._apply_fill(
+                        maker_account, inst, fill.maker, fill.price, fill.qty, is_maker=True
+                    )
                 self._print_trade(key, order.side, fill.price, fill.qty)
         if order.tif in ("GTC", "PostOnly") and order.order_type == "Limit" and order.leaves > 0:
             book.rest(order)
@@ -541,7 +588,9 @@ class Exchange:
         """Opposite liquidity an order could take at or inside its limit (for FOK)."""
         total = ZERO
         for price, size in book.top("Sell" if order.side == "Buy" else "Buy", 1000):
-            if (order.side == "Buy" and price > order.price) or (order.side == "Sell" and price < order.price):
+            if (order.side == "Buy" and price > order.price) or (
+                order.side == "Sell" and price < order.price
+            ):
                 break
             total += size
         return total
@@ -549,7 +598,9 @@ class Exchange:
     def _taker_qty(self, inst: Instrument, order: Order, book: Book) -> Decimal:
         if order.market_unit == "quoteCoin":  # spot sell by value: qty is in quote units
             bid = book.best_bid() or ONE
-            return min(order.locked, (order.qty / bid).quantize(inst.qty_step, rounding=ROUND_FLOOR))
+            return min(
+                order.locked, (order.qty / bid).quantize(inst.qty_step, rounding=ROUND_FLOOR)
+            )
         return order.leaves
 
     def _crosses(self, book: Book, order: Order) -> bool:
@@ -563,7 +614,9 @@ class Exchange:
         """End an IOC/market order after matching: filled, or cancelled with what is left."""
         by_value = order.market_unit == "quoteCoin" and order.side == "Buy"
         done = (
-            order.cum_value + order.price * inst.qty_step > order.qty if by_value else order.leaves <= 0
+            order.cum_value + order.price * inst.qty_step > order.qty
+            if by_value
+            else order.leaves <= 0
         )
         if done:
             order.status = "Filled"
@@ -575,7 +628,9 @@ class Exchange:
         order.leaves = ZERO
         self._release(account, inst, order)
 
-    def _finish_unfilled(self, account: Account, inst: Instrument, order: Order, reason: str) -> None:
+    def _finish_unfilled(
+        self, account: Account, inst: Instrument, order: Order, reason: str
+    ) -> None:
         order.status = "Cancelled"
         order.reject_reason = reason
         order.leaves = ZERO
@@ -598,7 +653,14 @@ class Exchange:
             self._touch_coin(account, inst.quote_coin)
 
     def _apply_fill(
-        self, account: Account, inst: Instrument, order: Order, price: Decimal, qty: Decimal, *, is_maker: bool
+        self,
+        account: Account,
+        inst: Instrument,
+        order: Order,
+        price: Decimal,
+        qty: Decimal,
+        *,
+        is_maker: bool,
     ) -> None:
         value = price * qty
         rate = inst.maker_fee if is_maker else inst.taker_fee
@@ -683,7 +745,9 @@ class Exchange:
         if self._op is not None:
             self._op.execs.append(ex)
 
-    def _print_trade(self, key: tuple[str, str], taker_side: str, price: Decimal, qty: Decimal) -> None:
+    def _print_trade(
+        self, key: tuple[str, str], taker_side: str, price: Decimal, qty: Decimal
+    ) -> None:
         feed = self.feeds[key]
         feed.cross_seq += 1
         entry = feed.trade_entry(taker_side, price, qty, self.clock(), self._new_trade_id())
@@ -706,7 +770,10 @@ class Exchange:
         qty = new_qty if new_qty is not None else order.qty
         price = new_price if new_price is not None else order.price
         if qty == order.qty and price == order.price:
-            raise VenueError(PARAMS, "The order remains unchanged as the parameters entered match the existing ones.")
+            raise VenueError(
+                PARAMS,
+                "The order remains unchanged as the parameters entered match the existing ones.",
+            )
         if not _on_grid(price, inst.tick_size) or price <= 0:
             if category == "spot":
                 raise VenueError(170134, "Order price decimal too long.")
@@ -731,7 +798,9 @@ class Exchange:
                 self._touch_linear(account, inst)
         return Reply(0, OK, {"orderId": order.order_id, "orderLinkId": order.link_id})
 
-    def _relock(self, account: Account, inst: Instrument, order: Order, qty: Decimal, price: Decimal) -> None:
+    def _relock(
+        self, account: Account, inst: Instrument, order: Order, qty: Decimal, price: Decimal
+    ) -> None:
         leaves = qty - order.cum_qty
         if inst.category == "linear":
             need = self._order_margin(account, inst.symbol, order.side, leaves, price)
@@ -772,7 +841,9 @@ class Exchange:
         inst = self.instruments[(order.category, order.symbol)]
         self.books[(order.category, order.symbol)].remove(order)
         self._dirty((order.category, order.symbol))
-        order.status = "PartiallyFilledCanceled" if inst.category == "spot" and order.cum_qty else "Cancelled"
+        order.status = (
+            "PartiallyFilledCanceled" if inst.category == "spot" and order.cum_qty else "Cancelled"
+        )
         order.cancel_type = "CancelByUser"
         order.leaves = ZERO
         self._release(account, inst, order)
@@ -791,8 +862,8 @@ class Exchange:
             raise VenueError(PARAMS, "params error: symbol, baseCoin or settleCoin is required")
         cancelled = []
         with self._operation():
-            for order in list(account.orders):
-                if not order.is_open or order.category != category:
+            for order in list(account.open_orders.values()):
+                if order.category != category:
                     continue
                 if symbol and order.symbol != symbol:
                     continue
@@ -806,25 +877,40 @@ class Exchange:
 
     # --- queries ------------------------------------------------------------------------
 
-    def _orders_matching(self, account: Account, params: dict[str, Any], category: str) -> list[Order]:
+    def _orders_matching(
+        self, account: Account, params: dict[str, Any], category: str
+    ) -> list[Order]:
         order_id = str(params.get("orderId") or "")
         link_id = str(params.get("orderLinkId") or "")
         symbol = str(params.get("symbol") or "")
         if order_id or link_id:
             found = account.find(category, order_id, link_id)
             return [found] if found is not None else []
-        return [o for o in reversed(account.orders) if o.category == category and (not symbol or o.symbol == symbol)]
+        return [
+            o
+            for o in reversed(account.orders)
+            if o.category == category and (not symbol or o.symbol == symbol)
+        ]
 
     def open_orders(self, api_key: str, params: dict[str, Any]) -> Reply:
         account = self.accounts[api_key]
         category = _category(params)
-        if category == "linear" and not any(params.get(k) for k in ("symbol", "baseCoin", "settleCoin", "orderId", "orderLinkId")):
+        if category == "linear" and not any(
+            params.get(k) for k in ("symbol", "baseCoin", "settleCoin", "orderId", "orderLinkId")
+        ):
             raise VenueError(PARAMS, "params error: symbol, baseCoin or settleCoin is required")
         open_only = str(params.get("openOnly", "0"))
-        orders = self._orders_matching(account, params, category)
-        if open_only == "0" and not (params.get("orderId") or params.get("orderLinkId")):
-            orders = [o for o in orders if o.is_open]
-        elif open_only != "0":
+        by_id = bool(params.get("orderId") or params.get("orderLinkId"))
+        if open_only == "0" and not by_id:
+            symbol = str(params.get("symbol") or "")
+            orders = [
+                o
+                for o in reversed(account.open_orders.values())
+                if o.category == category and (not symbol or o.symbol == symbol)
+            ]
+        else:
+            orders = self._orders_matching(account, params, category)
+        if open_only != "0":
             orders = [o for o in orders if not o.is_open][:500]
         page, cursor = _page(orders, params, default=20, maximum=50)
         items = [order_rest(o, self.instruments[(o.category, o.symbol)]) for o in page]
@@ -878,10 +964,14 @@ class Exchange:
             self.instrument("linear", symbol)
             symbols = [symbol]
         else:
-            symbols = [s for s, p in account.positions.items() if p.size and self.quote_of.get(s) == settle]
+            symbols = [
+                s for s, p in account.positions.items() if p.size and self.quote_of.get(s) == settle
+            ]
         items = []
         for name in symbols:
-            pos = account.positions.get(name) or Position(symbol=name, leverage=self.leverage_default)
+            pos = account.positions.get(name) or Position(
+                symbol=name, leverage=self.leverage_default
+            )
             items.append(position_rest(pos, self.instruments[("linear", name)], self.mark(name)))
         page, cursor = _page(items, params, default=20, maximum=200)
         return Reply(0, OK, {"list": page, "nextPageCursor": cursor, "category": "linear"})
@@ -901,7 +991,9 @@ class Exchange:
         sell = _decimal(params, "sellLeverage")
         assert buy is not None and sell is not None
         if buy != sell:
-            raise VenueError(PARAMS, "params error: buy leverage must equal sell leverage in one-way mode")
+            raise VenueError(
+                PARAMS, "params error: buy leverage must equal sell leverage in one-way mode"
+            )
         if not ONE <= buy <= 100:
             raise VenueError(PARAMS, "params error: leverage invalid")
         pos = account.positions.get(symbol)
@@ -948,7 +1040,9 @@ class Exchange:
         if params.get("accountType") != "UNIFIED":
             raise VenueError(PARAMS, "accountType only support UNIFIED.")
         wanted = [c for c in str(params.get("coin") or "").split(",") if c]
-        coins = wanted or sorted(c for c, v in account.coins.items() if v.wallet != 0 or v.locked != 0)
+        coins = wanted or sorted(
+            c for c, v in account.coins.items() if v.wallet != 0 or v.locked != 0
+        )
         return Reply(0, OK, {"list": [self._wallet(account, coins)]})
 
     def fee_rate(self, api_key: str, params: dict[str, Any]) -> Reply:
@@ -1002,9 +1096,20 @@ class Exchange:
         now = self.clock()
 
         def levels(side: str) -> list[list[str]]:
-            return [[f"{p:.{inst.price_places}f}", f"{s:.{inst.qty_places}f}"] for p, s in book.top(side, limit)]
+            return [
+                [f"{p:.{inst.price_places}f}", f"{s:.{inst.qty_places}f}"]
+                for p, s in book.top(side, limit)
+            ]
 
-        result = {"s": inst.symbol, "a": levels("Sell"), "b": levels("Buy"), "ts": now, "u": feed.u50, "seq": feed.cross_seq, "cts": now}
+        result = {
+            "s": inst.symbol,
+            "a": levels("Sell"),
+            "b": levels("Buy"),
+            "ts": now,
+            "u": feed.u50,
+            "seq": feed.cross_seq,
+            "cts": now,
+        }
         return Reply(0, OK, result)
 
     def _funding_fields(self) -> dict[str, str]:
@@ -1078,7 +1183,13 @@ class Exchange:
 
     # === the admin API's operations =====================================================
 
-    def set_book(self, category: str, symbol: str, bids: list[tuple[Decimal, Decimal]], asks: list[tuple[Decimal, Decimal]]) -> None:
+    def set_book(
+        self,
+        category: str,
+        symbol: str,
+        bids: list[tuple[Decimal, Decimal]],
+        asks: list[tuple[Decimal, Decimal]],
+    ) -> None:
         """Replace one book's background liquidity; user orders stay where they are."""
         inst = self.instrument(category, symbol)
         for price, size in (*bids, *asks):
@@ -1087,7 +1198,12 @@ class Exchange:
         with self._operation():
             self.replace_background(inst, bids, asks)
 
-    def replace_background(self, inst: Instrument, bids: list[tuple[Decimal, Decimal]], asks: list[tuple[Decimal, Decimal]]) -> None:
+    def replace_background(
+        self,
+        inst: Instrument,
+        bids: list[tuple[Decimal, Decimal]],
+        asks: list[tuple[Decimal, Decimal]],
+    ) -> None:
         """New background levels; user orders they cross trade first (the users were there)."""
         key = (inst.category, inst.symbol)
         book = self.books[key]
@@ -1103,21 +1219,42 @@ class Exchange:
         self._uncross(inst, book)
         self._dirty(key)
 
+    def update_background(
+        self, inst: Instrument, changes: list[tuple[str, Decimal, Decimal]]
+    ) -> None:
+        """Set background sizes level by level (the market model's incremental path)."""
+        key = (inst.category, inst.symbol)
+        book = self.books[key]
+        for side, price, size in changes:
+            book.set_background(side, price, size)
+        self._uncross(inst, book)
+        self._dirty(key)
+
     def _uncross(self, inst: Instrument, book: Book) -> None:
         """Background that arrived through resting user orders fills them as makers."""
+        if not book.users:
+            return
         key = (inst.category, inst.symbol)
         for maker_side, taker_side in (("Buy", "Sell"), ("Sell", "Buy")):
-            makers = book.side(maker_side)
-            for level in list(makers.walk()):
+            nearest = _best_background(book, "Sell" if maker_side == "Buy" else "Buy")
+            if nearest is None:
+                continue
+            for level in book.side(maker_side).walk():
+                if (maker_side == "Buy" and level.price < nearest) or (
+                    maker_side == "Sell" and level.price > nearest
+                ):
+                    break
                 if not level.orders:
                     continue
                 for order in list(level.orders):
                     assert isinstance(order, Order)
                     while order.leaves > 0:
-                        taken = _take_crossing_background(book, taker_side, level.price, order.leaves)
+                        taken = _take_crossing_background(
+                            book, taker_side, level.price, order.leaves
+                        )
                         if taken is None:
                             break
-                        price, qty = taken
+                        _, qty = taken
                         order.leaves -= qty
                         if order.leaves <= 0:
                             book.remove(order)
@@ -1126,7 +1263,9 @@ class Exchange:
                         self._print_trade(key, taker_side, order.price, qty)
                         self._touch_linear(account, inst)
 
-    def print_trade(self, category: str, symbol: str, side: str, price: Decimal, qty: Decimal) -> list[Fill]:
+    def print_trade(
+        self, category: str, symbol: str, side: str, price: Decimal, qty: Decimal
+    ) -> list[Fill]:
         """An outside taker trades through the book (and user orders) up to ``price``."""
         inst = self.instrument(category, symbol)
         if side not in ("Buy", "Sell"):
@@ -1166,7 +1305,10 @@ class Exchange:
     def all_accounts(self) -> list[dict[str, Any]]:
         out = []
         for account in self.accounts.values():
-            balances = {name: {"walletBalance": dec(c.wallet), "locked": dec(c.locked)} for name, c in sorted(account.coins.items())}
+            balances = {
+                name: {"walletBalance": dec(c.wallet), "locked": dec(c.locked)}
+                for name, c in sorted(account.coins.items())
+            }
             positions = [
                 {
                     "category": "linear",
@@ -1181,12 +1323,12 @@ class Exchange:
             out.append({"apiKey": account.api_key, "balances": balances, "positions": positions})
         return out
 
-    def adjust_balance(self, api_key: str, coin: str, delta: Decimal) -> None:
+    def adjust_balance(self, api_key: str | None, coin: str, delta: Decimal) -> None:
         account = self._admin_account(api_key)
         with self._operation():
             self._touch_coin(account, coin).wallet += delta
 
-    def set_position(self, api_key: str, symbol: str, side: str, size: Decimal) -> None:
+    def set_position(self, api_key: str | None, symbol: str, side: str, size: Decimal) -> None:
         account = self._admin_account(api_key)
         self.instrument("linear", symbol)
         if side not in ("Buy", "Sell", "") or size < 0:
@@ -1316,7 +1458,9 @@ def _category(params: dict[str, Any]) -> str:
     return category
 
 
-def _page(items: list[Any], params: dict[str, Any], *, default: int, maximum: int) -> tuple[list[Any], str]:
+def _page(
+    items: list[Any], params: dict[str, Any], *, default: int, maximum: int
+) -> tuple[list[Any], str]:
     """Cursor pagination: the cursor is the offset of the next page."""
     try:
         limit = int(params.get("limit") or default)
@@ -1330,7 +1474,9 @@ def _page(items: list[Any], params: dict[str, Any], *, default: int, maximum: in
     return page, cursor
 
 
-def _apply_to_position(pos: Position, side: str, qty: Decimal, price: Decimal) -> tuple[Decimal, Decimal]:
+def _apply_to_position(
+    pos: Position, side: str, qty: Decimal, price: Decimal
+) -> tuple[Decimal, Decimal]:
     """One-way position arithmetic; returns (realised PnL before fees, closed size)."""
     signed = qty if side == "Buy" else -qty
     size = pos.size
@@ -1348,6 +1494,14 @@ def _apply_to_position(pos: Position, side: str, qty: Decimal, price: Decimal) -
     elif (pos.size > 0) != (size > 0):  # flipped: the rest opens at this price
         pos.avg_price = price
     return pnl, closed
+
+
+def _best_background(book: Book, side: str) -> Decimal | None:
+    """The best price on one side that has background liquidity (user orders aside)."""
+    for level in book.side(side).scan():
+        if level.background > 0:
+            return level.price
+    return None
 
 
 def _take_crossing_background(

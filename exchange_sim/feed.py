@@ -77,14 +77,18 @@ class BookFeed:
     def ob1_snapshot(self, now: int) -> bytes:
         self.last1_ms = now
         bids, asks = self.last1 if self.last1 is not None else ([], [])
-        return self._book_message(1, "snapshot", self._levels(bids), self._levels(asks), self.u1, now)
+        return self._book_message(
+            1, "snapshot", self._levels(bids), self._levels(asks), self.u1, now
+        )
 
     def ob1_for_subscriber(self, book: Book, now: int) -> bytes:
         if self.last1 is None:
             self.last1 = (book.top("Buy", 1), book.top("Sell", 1))
             self.u1 += 1
         bids, asks = self.last1
-        return self._book_message(1, "snapshot", self._levels(bids), self._levels(asks), self.u1, now)
+        return self._book_message(
+            1, "snapshot", self._levels(bids), self._levels(asks), self.u1, now
+        )
 
     def ob50_snapshot(self, book: Book, now: int) -> bytes:
         """A full snapshot for a new subscriber; also the base the next deltas build on."""
@@ -95,7 +99,9 @@ class BookFeed:
         self.pub_bids = dict(bids)
         self.pub_asks = dict(asks)
         self.pub_valid = True
-        return self._book_message(50, "snapshot", self._levels(bids), self._levels(asks), self.u50, now)
+        return self._book_message(
+            50, "snapshot", self._levels(bids), self._levels(asks), self.u50, now
+        )
 
     def ob50_delta(self, book: Book, now: int) -> bytes | None:
         if not self.pub_valid:
@@ -120,7 +126,9 @@ class BookFeed:
 
     # --- trades and tickers ------------------------------------------------------------
 
-    def trade_entry(self, taker_side: str, price: Decimal, qty: Decimal, now: int, trade_id: str) -> dict[str, Any]:
+    def trade_entry(
+        self, taker_side: str, price: Decimal, qty: Decimal, now: int, trade_id: str
+    ) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "T": now,
             "s": self.inst.symbol,
@@ -138,10 +146,17 @@ class BookFeed:
 
     def trades_message(self, entries: list[dict[str, Any]], now: int) -> bytes:
         return encode(
-            {"topic": f"publicTrade.{self.inst.symbol}", "type": "snapshot", "ts": now, "data": entries}
+            {
+                "topic": f"publicTrade.{self.inst.symbol}",
+                "type": "snapshot",
+                "ts": now,
+                "data": entries,
+            }
         )
 
-    def ticker_fields(self, book: Book, mark: Decimal, index: Decimal, funding: dict[str, str]) -> dict[str, Any]:
+    def ticker_fields(
+        self, book: Book, mark: Decimal, index: Decimal, funding: dict[str, str]
+    ) -> dict[str, Any]:
         inst = self.inst
         bid = book.top("Buy", 1)
         ask = book.top("Sell", 1)
@@ -193,16 +208,34 @@ class BookFeed:
             if not snapshot and fields == self.ticker_sent:
                 return None
             self.ticker_sent = fields
-            return encode({"topic": topic, "ts": now, "type": "snapshot", "cs": self.cross_seq, "data": fields})
+            return encode(
+                {
+                    "topic": topic,
+                    "ts": now,
+                    "type": "snapshot",
+                    "cs": self.cross_seq,
+                    "data": fields,
+                }
+            )
         if snapshot:
             self.ticker_sent = fields
-            return encode({"topic": topic, "type": "snapshot", "data": fields, "cs": self.cross_seq, "ts": now})
+            return encode(
+                {
+                    "topic": topic,
+                    "type": "snapshot",
+                    "data": fields,
+                    "cs": self.cross_seq,
+                    "ts": now,
+                }
+            )
         changed = {k: v for k, v in fields.items() if self.ticker_sent.get(k) != v}
         if not changed:
             return None
         self.ticker_sent = fields
         data = {"symbol": self.inst.symbol, **changed}
-        return encode({"topic": topic, "type": "delta", "data": data, "cs": self.cross_seq, "ts": now})
+        return encode(
+            {"topic": topic, "type": "delta", "data": data, "cs": self.cross_seq, "ts": now}
+        )
 
 
 def _diff(old: dict[Decimal, Decimal], new: dict[Decimal, Decimal], *, descending: bool) -> Levels:

@@ -108,11 +108,12 @@ class Journal:
             account.orders.clear()
             account.by_id.clear()
             account.by_link.clear()
+            account.open_orders.clear()
         for order in sorted(orders.values(), key=lambda o: o.number):
-            account = exchange.accounts.get(order.api_key)
-            if account is None:
+            owner = exchange.accounts.get(order.api_key)
+            if owner is None:
                 raise JournalError(f"{self.path}: order {order.order_id} of an unknown api key")
-            account.add_order(order)
+            owner.add_order(order)
             if order.is_open and order.order_type == "Limit":
                 exchange.books[(order.category, order.symbol)].rest(order)
 

@@ -27,8 +27,21 @@ if TYPE_CHECKING:
 __all__ = ["MarketModel"]
 
 _MAX_CATCH_UP_STEPS = 50
-_SIZE_CHANGES_PER_STEP = 0.05  # share of levels whose size is redrawn each step
+_SIZE_CHANGES_PER_S = 0.5  # share of levels whose size is redrawn per second
 _TAKER_REACH_TICKS = 5
+_REFILL_LEVELS = 3
+ZERO = Decimal(0)
+
+
+@dataclass
+class _Grid:
+    """Where one book's background levels are, to change only what moved."""
+
+    best_bid: Decimal
+    bids: list[Decimal]
+    asks: list[Decimal]
+    bid_set: set[Decimal]
+    ask_set: set[Decimal]
 
 
 @dataclass
@@ -40,6 +53,8 @@ class _Market:
     level_size: float
     legs: list[Instrument] = field(default_factory=list)
     sizes: dict[str, dict[Decimal, Decimal]] = field(default_factory=dict)
+    grid: dict[str, _Grid] = field(default_factory=dict)
+    offsets: dict[str, list[Decimal]] = field(default_factory=dict)
 
 
 class MarketModel:
@@ -116,31 +131,81 @@ class MarketModel:
         return market.spot_mid
 
     def _layout(self, market: _Market, inst: Instrument) -> None:
+        """Re-centre one book's background on its mid, changing only what moved."""
         spec = self.spec
         tick = inst.tick_size
         mid = Decimal(repr(self._mid(market, inst)))
         half = tick * spec.spread_ticks / 2
         best_bid = ((mid - half) / tick).to_integral_value(ROUND_FLOOR) * tick
-        best_ask = best_bid + tick * spec.spread_ticks
-        spacing = tick * spec.level_spacing_ticks
-        bids = [best_bid - spacing * i for i in range(spec.depth_levels)]
-        asks = [best_ask + spacing * i for i in range(spec.depth_levels)]
         sizes = market.sizes[inst.category]
-        wanted = set(bids) | set(asks)
-        for price in [p for p in sizes if p not in wanted]:
-            del sizes[price]
-        ordered = sorted(wanted)
-        for price in ordered:
-            if price not in sizes:
+        previous = market.grid.get(inst.category)
+        if previous is not None and previous.best_bid == best_bid:
+            bids, asks = previous.bids, previous.asks
+            updates: list[tuple[str, Decimal, Decimal]] = []
+            self._churn(market, inst, bids, asks, updates)
+            self.exchange.update_background(inst, updates)
+            return
+        best_ask = best_bid + tick * spec.spread_ticks
+        offsets = market.offsets.get(inst.category)
+        if offsets is None:
+            spacing = tick * spec.level_spacing_ticks
+            offsets = market.offsets[inst.category] = [
+                spacing * i for i in range(spec.depth_levels)
+            ]
+        bids = [best_bid - o for o in offsets if best_bid - o > 0]
+        asks = [best_ask + o for o in offsets]
+        new_bids, new_asks = set(bids), set(asks)
+        market.grid[inst.category] = _Grid(best_bid, bids, asks, new_bids, new_asks)
+        if previous is None:
+            for price in (*bids, *asks):
                 sizes[price] = self._draw_size(market, inst)
-        changes = max(1, int(len(wanted) * _SIZE_CHANGES_PER_STEP))
-        for _ in range(changes):
-            sizes[ordered[self.rng.randrange(len(ordered))]] = self._draw_size(market, inst)
-        self.exchange.replace_background(
-            inst,
-            [(p, sizes[p]) for p in bids if p > 0],
-            [(p, sizes[p]) for p in asks],
-        )
+            self.exchange.replace_background(
+                inst, [(p, sizes[p]) for p in bids], [(p, sizes[p]) for p in asks]
+            )
+            return
+        old_bids, old_asks = previous.bid_set, previous.ask_set
+        removals: list[tuple[str, Decimal, Decimal]] = []
+        updates = []
+        for side, old, new in (("Buy", old_bids, new_bids), ("Sell", old_asks, new_asks)):
+            for price in sorted(old - new):
+                removals.append((side, price, ZERO))
+                if price not in new_bids and price not in new_asks:
+                    sizes.pop(price, None)
+        for side, old, ordered in (("Buy", old_bids, bids), ("Sell", old_asks, asks)):
+            for price in ordered:
+                if price not in old:
+                    size = sizes.get(price)
+                    crossed_over = price in (old_asks if side == "Buy" else old_bids)
+                    if size is None or crossed_over:  # a fresh level gets a fresh size
+                        size = sizes[price] = self._draw_size(market, inst)
+                    updates.append((side, price, size))
+        self._churn(market, inst, bids, asks, updates)
+        self.exchange.update_background(inst, removals + updates)
+
+    def _churn(
+        self,
+        market: _Market,
+        inst: Instrument,
+        bids: list[Decimal],
+        asks: list[Decimal],
+        updates: list[tuple[str, Decimal, Decimal]],
+    ) -> None:
+        """Redraw a few random level sizes and refill what takers took at the touch."""
+        sizes = market.sizes[inst.category]
+        levels = len(bids) + len(asks)
+        expected = levels * _SIZE_CHANGES_PER_S * self.spec.step_ms / 1000
+        count = int(expected) + (1 if self.rng.random() < expected % 1 else 0)
+        for _ in range(count):
+            i = self.rng.randrange(levels)
+            side, price = ("Buy", bids[i]) if i < len(bids) else ("Sell", asks[i - len(bids)])
+            sizes[price] = self._draw_size(market, inst)
+            updates.append((side, price, sizes[price]))
+        book = self.exchange.books[(inst.category, inst.symbol)]
+        for side, ordered in (("Buy", bids), ("Sell", asks)):
+            for price in ordered[:_REFILL_LEVELS]:  # liquidity taken at the touch comes back
+                level = book.side(side).levels.get(price)
+                if level is None or level.background != sizes[price]:
+                    updates.append((side, price, sizes[price]))
 
     def _draw_size(self, market: _Market, inst: Instrument) -> Decimal:
         raw = market.level_size * self.rng.uniform(0.3, 1.7)

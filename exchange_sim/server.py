@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -37,6 +37,7 @@ _ORDER_PATHS = {"/v5/order/create", "/v5/order/amend", "/v5/order/cancel", "/v5/
 _PUBLIC_WS = {"/v5/public/spot": "spot", "/v5/public/linear": "linear"}
 _PRIVATE_TOPICS = ("order", "execution", "position", "wallet")
 _TICK_S = 0.02
+_SLOW_CLIENT_BYTES = 32 * 1024 * 1024
 
 
 def wall_clock_ms() -> int:
@@ -47,7 +48,7 @@ class AbortableWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's WebSocket protocol, remembered so the ``drop_ws`` fault can cut the TCP
     connection without a close frame, as a network failure would."""
 
-    live: weakref.WeakSet[AbortableWebSocketProtocol] = weakref.WeakSet()
+    live: ClassVar[weakref.WeakSet[AbortableWebSocketProtocol]] = weakref.WeakSet()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -111,7 +112,13 @@ class _RateLimiter:
 
 
 class _Conn:
-    """One WebSocket client: a queue drained by a writer so slow clients never block others."""
+    """One WebSocket client.
+
+    Data frames are written straight to the client's transport, built once per message for
+    every subscriber (the fan-out's whole cost is one ``write`` per client). Control replies,
+    and everything while the ``latency`` fault is on or earlier items are still queued, go
+    through a queue drained by a writer task, so a client always sees messages in order.
+    """
 
     def __init__(self, kind: str, category: str) -> None:
         self.kind = kind
@@ -120,6 +127,29 @@ class _Conn:
         self.api_key: str | None = None
         self.topics: set[str] = set()
         self.queue: asyncio.Queue[tuple[float, str] | None] = asyncio.Queue()
+        self.transport: asyncio.Transport | None = None
+
+    def deliver(self, at: float, text: str, frame: bytes) -> None:
+        transport = self.transport
+        if transport is None or at or not self.queue.empty():
+            self.queue.put_nowait((at, text))
+            return
+        if transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > _SLOW_CLIENT_BYTES:
+            transport.abort()  # a client this far behind is cut off, as Bybit does
+            return
+        transport.write(frame)
+
+
+def _frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented server text frame (RFC 6455 §5.2)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
 
 
 _Handler = Callable[[Exchange, str, dict[str, Any]], Reply]
@@ -164,6 +194,7 @@ class SimApp:
         exchange.on_public = self._publish
         exchange.on_private = self._publish_private
         exchange.wants = self._wants
+        exchange.wants_private = self._wants_private
         self._ticker: asyncio.Task[None] | None = None
 
     # --- market clock -------------------------------------------------------------------
@@ -221,21 +252,46 @@ class SimApp:
         if path in _PUBLIC or path in _PRIVATE:
             await self._rest(scope, receive, send, path, method, query, body)
             return
-        await _respond(send, 404, {"retCode": 10017, "retMsg": "Route not found.", "result": {}, "retExtInfo": {}, "time": wall_clock_ms()})
+        await _respond(
+            send,
+            404,
+            {
+                "retCode": 10017,
+                "retMsg": "Route not found.",
+                "result": {},
+                "retExtInfo": {},
+                "time": wall_clock_ms(),
+            },
+        )
 
     async def _rest(
-        self, scope: Scope, receive: Receive, send: Send, path: str, method: str, query: str, body: bytes
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        path: str,
+        method: str,
+        query: str,
+        body: bytes,
     ) -> None:
         faults = self.faults
         if faults.rest_ms:
             await asyncio.sleep(faults.rest_ms / 1000)
         if faults.http_503 > 0:
             faults.http_503 -= 1
-            await _raw(send, 503, b"<html><body>503 Service Temporarily Unavailable</body></html>", b"text/html")
+            await _raw(
+                send,
+                503,
+                b"<html><body>503 Service Temporarily Unavailable</body></html>",
+                b"text/html",
+            )
             return
         now = self.exchange.clock()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        extra: list[tuple[bytes, bytes]] = [(b"traceid", uuid.uuid4().hex.encode()), (b"timenow", str(now).encode())]
+        extra: list[tuple[bytes, bytes]] = [
+            (b"traceid", uuid.uuid4().hex.encode()),
+            (b"timenow", str(now).encode()),
+        ]
         try:
             params = _params(method, query, body)
             if path in _PUBLIC:
@@ -244,7 +300,9 @@ class SimApp:
                 expected_method, handler = _PRIVATE[path]
                 if method != expected_method:
                     raise VenueError(10017, "Route not found.")
-                api_key = check_rest(headers, query if method == "GET" else body.decode(), self.secrets, now)
+                api_key = check_rest(
+                    headers, query if method == "GET" else body.decode(), self.secrets, now
+                )
                 category = str(params.get("category") or "")
                 if faults.rate_limit > 0:
                     faults.rate_limit -= 1
@@ -266,7 +324,13 @@ class SimApp:
                     return
         except VenueError as exc:
             reply = Reply(exc.code, exc.message, {})
-        envelope = {"retCode": reply.code, "retMsg": reply.msg, "result": reply.result, "retExtInfo": {}, "time": self.exchange.clock()}
+        envelope = {
+            "retCode": reply.code,
+            "retMsg": reply.msg,
+            "result": reply.result,
+            "retExtInfo": {},
+            "time": self.exchange.clock(),
+        }
         await _raw(send, 200, _encode(envelope), b"application/json", extra)
 
     # --- admin API ----------------------------------------------------------------------
@@ -285,18 +349,32 @@ class SimApp:
                 return 404, {"error": f"no such admin route: {method} {path}"}
             if path == "/sim/book":
                 ex.set_book(
-                    str(data["category"]), str(data["symbol"]), _levels(data.get("bids", [])), _levels(data.get("asks", []))
+                    str(data["category"]),
+                    str(data["symbol"]),
+                    _levels(data.get("bids", [])),
+                    _levels(data.get("asks", [])),
                 )
             elif path == "/sim/trade":
                 fills = ex.print_trade(
-                    str(data["category"]), str(data["symbol"]), str(data["side"]), _dec(data["price"]), _dec(data["qty"])
+                    str(data["category"]),
+                    str(data["symbol"]),
+                    str(data["side"]),
+                    _dec(data["price"]),
+                    _dec(data["qty"]),
                 )
                 return 200, {"ok": True, "filled": str(sum((f.qty for f in fills), Decimal(0)))}
             elif path == "/sim/adjust":
                 if "coin" in data:
-                    ex.adjust_balance(data.get("apiKey"), str(data["coin"]), _dec(data["delta"]))
+                    ex.adjust_balance(
+                        _opt_str(data.get("apiKey")), str(data["coin"]), _dec(data["delta"])
+                    )
                 else:
-                    ex.set_position(data.get("apiKey"), str(data["symbol"]), str(data["side"]), _dec(data["size"]))
+                    ex.set_position(
+                        _opt_str(data.get("apiKey")),
+                        str(data["symbol"]),
+                        str(data["side"]),
+                        _dec(data["size"]),
+                    )
             elif path == "/sim/freeze":
                 ex.frozen = True
             elif path == "/sim/unfreeze":
@@ -326,7 +404,9 @@ class SimApp:
                 raise ValueError(f"unknown book {data['category']}/{symbol}")
             self.exchange.skip_u(str(data["category"]), symbol)
         elif kind == "pause_topic":
-            faults.paused[(str(data["category"]), str(data["topic"]))] = self.exchange.clock() + int(data["ms"])
+            faults.paused[(str(data["category"]), str(data["topic"]))] = (
+                self.exchange.clock() + int(data["ms"])
+            )
         elif kind == "rate_limit":
             faults.rate_limit = int(data["count"])
         elif kind == "http_503":
@@ -343,23 +423,28 @@ class SimApp:
     def _wants(self, category: str, topic: str) -> bool:
         return bool(self.public_subs.get((category, topic)))
 
+    def _wants_private(self, api_key: str, topic: str) -> bool:
+        return any(c.api_key == api_key and topic in c.topics for c in self.private_conns)
+
+    def _delivery_time(self) -> float:
+        """When a message may leave (the ``latency`` fault); 0.0 means at once."""
+        return time.monotonic() + self.faults.ws_ms / 1000 if self.faults.ws_ms else 0.0
+
     def _publish(self, category: str, topic: str, message: bytes) -> None:
         subscribers = self.public_subs.get((category, topic))
         if not subscribers or self.faults.topic_paused(category, topic, self.exchange.clock()):
             return
         text = message.decode()
-        at = time.monotonic() + self.faults.ws_ms / 1000
+        at = self._delivery_time()
+        frame = _frame(message)
         for conn in subscribers:
-            conn.queue.put_nowait((at, text))
+            conn.deliver(at, text, frame)
 
     def _publish_private(self, api_key: str, topic: str, message: bytes) -> None:
-        text: str | None = None
-        at = time.monotonic() + self.faults.ws_ms / 1000
+        at = self._delivery_time()
         for conn in self.private_conns:
             if conn.api_key == api_key and topic in conn.topics:
-                if text is None:
-                    text = message.decode()
-                conn.queue.put_nowait((at, text))
+                conn.deliver(at, message.decode(), _frame(message))
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -373,6 +458,9 @@ class SimApp:
         if (await receive())["type"] != "websocket.connect":
             return
         await send({"type": "websocket.accept"})
+        protocol = getattr(send, "__self__", None)  # uvicorn's protocol: write frames directly
+        if isinstance(protocol, AbortableWebSocketProtocol) and not protocol.conn.extensions:
+            conn.transport = protocol.transport
         writer = asyncio.create_task(_writer(conn, send))
         if conn.kind == "private":
             self.private_conns.add(conn)
@@ -406,7 +494,10 @@ class SimApp:
         except ValueError:
             request = None
         if not isinstance(request, dict):
-            self._reply(conn, {"success": False, "ret_msg": "Params Error", "conn_id": conn.conn_id, "op": ""})
+            self._reply(
+                conn,
+                {"success": False, "ret_msg": "Params Error", "conn_id": conn.conn_id, "op": ""},
+            )
             return
         op = request.get("op")
         req_id = request.get("req_id")
@@ -415,35 +506,70 @@ class SimApp:
         elif op == "auth" and conn.kind == "private":
             api_key = check_ws(request.get("args"), self.secrets, self.exchange.clock())
             conn.api_key = api_key
-            body: dict[str, Any] = {"success": api_key is not None, "ret_msg": "" if api_key else "Params Error", "op": "auth", "conn_id": conn.conn_id}
+            body: dict[str, Any] = {
+                "success": api_key is not None,
+                "ret_msg": "" if api_key else "Params Error",
+                "op": "auth",
+                "conn_id": conn.conn_id,
+            }
             if req_id:
                 body = {"req_id": req_id, **body}
             self._reply(conn, body)
         elif op in ("subscribe", "unsubscribe"):
             await self._subscribe(conn, op, request.get("args"), req_id)
         else:
-            self._reply(conn, {"success": False, "ret_msg": f"error:unknown op {op}", "conn_id": conn.conn_id, "op": str(op)})
+            self._reply(
+                conn,
+                {
+                    "success": False,
+                    "ret_msg": f"error:unknown op {op}",
+                    "conn_id": conn.conn_id,
+                    "op": str(op),
+                },
+            )
 
     def _pong(self, conn: _Conn, req_id: object) -> dict[str, Any]:
         if conn.kind == "private":
-            return {"req_id": req_id or "", "op": "pong", "args": [str(self.exchange.clock())], "conn_id": conn.conn_id}
+            return {
+                "req_id": req_id or "",
+                "op": "pong",
+                "args": [str(self.exchange.clock())],
+                "conn_id": conn.conn_id,
+            }
         if conn.category == "spot":
             body: dict[str, Any] = {"success": True, "ret_msg": "pong", "conn_id": conn.conn_id}
             if req_id:
                 body["req_id"] = req_id
             body["op"] = "ping"
             return body
-        return {"success": True, "ret_msg": "pong", "conn_id": conn.conn_id, "req_id": req_id or "", "op": "ping"}
+        return {
+            "success": True,
+            "ret_msg": "pong",
+            "conn_id": conn.conn_id,
+            "req_id": req_id or "",
+            "op": "ping",
+        }
 
     def _ack(self, conn: _Conn, op: str, req_id: object, error: str) -> dict[str, Any]:
         success = not error
         if conn.kind == "private":
-            body: dict[str, Any] = {"success": success, "ret_msg": error, "op": op, "conn_id": conn.conn_id}
+            body: dict[str, Any] = {
+                "success": success,
+                "ret_msg": error,
+                "op": op,
+                "conn_id": conn.conn_id,
+            }
             if req_id:
                 body["req_id"] = req_id
             return body
         ret_msg = error or (op if conn.category == "spot" else "")
-        return {"success": success, "ret_msg": ret_msg, "conn_id": conn.conn_id, "req_id": req_id or "", "op": op}
+        return {
+            "success": success,
+            "ret_msg": ret_msg,
+            "conn_id": conn.conn_id,
+            "req_id": req_id or "",
+            "op": op,
+        }
 
     async def _subscribe(self, conn: _Conn, op: str, args: object, req_id: object) -> None:
         topics = [str(a) for a in args] if isinstance(args, list) else []
@@ -487,16 +613,22 @@ class SimApp:
 
 
 async def _writer(conn: _Conn, send: Send) -> None:
+    queue = conn.queue
     try:
         while True:
-            item = await conn.queue.get()
-            if item is None:
-                return
-            at, text = item
-            delay = at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await send({"type": "websocket.send", "text": text})
+            item = await queue.get()
+            while True:  # drain what is queued without a task switch per message
+                if item is None:
+                    return
+                at, text = item
+                if at:
+                    delay = at - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                await send({"type": "websocket.send", "text": text})
+                if queue.empty():
+                    break
+                item = queue.get_nowait()
     except (OSError, RuntimeError):
         return  # the client went away; the reader loop cleans up
 
@@ -521,6 +653,10 @@ def _params(method: str, query: str, body: bytes) -> dict[str, Any]:
     return params
 
 
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 def _dec(value: object) -> Decimal:
     if not isinstance(value, (str, int)):
         raise ValueError(f"decimal values are strings, got {value!r}")
@@ -539,10 +675,16 @@ def _levels(raw: object) -> list[tuple[Decimal, Decimal]]:
 
 
 async def _raw(
-    send: Send, status: int, body: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]] | None = None
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
+    await send(
+        {"type": "http.response.start", "status": status, "headers": headers + (extra or [])}
+    )
     await send({"type": "http.response.body", "body": body})
 
 

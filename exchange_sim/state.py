@@ -16,7 +16,7 @@ __all__ = ["Account", "Coin", "Execution", "Instrument", "Order", "Position"]
 ZERO = Decimal(0)
 
 
-class Instrument(msgspec.Struct, frozen=True, kw_only=True):
+class Instrument(msgspec.Struct, kw_only=True):
     category: str
     symbol: str
     base_coin: str
@@ -29,14 +29,18 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
     max_market_qty: Decimal
     maker_fee: Decimal
     taker_fee: Decimal
+    price_places: int = 0  # decimals of tick_size, as Bybit prints prices
+    qty_places: int = 0  # decimals of qty_step
 
-    @property
-    def price_places(self) -> int:
-        return max(0, -int(self.tick_size.as_tuple().exponent))
+    def __post_init__(self) -> None:
+        self.price_places = _places(self.tick_size)
+        self.qty_places = _places(self.qty_step)
 
-    @property
-    def qty_places(self) -> int:
-        return max(0, -int(self.qty_step.as_tuple().exponent))
+
+def _places(step: Decimal) -> int:
+    exponent = step.as_tuple().exponent
+    assert isinstance(exponent, int)
+    return max(0, -exponent)
 
 
 class Order(msgspec.Struct, kw_only=True, eq=False):
@@ -135,6 +139,7 @@ class Account(msgspec.Struct, kw_only=True):
     orders: list[Order] = msgspec.field(default_factory=list)
     by_id: dict[str, Order] = msgspec.field(default_factory=dict)
     by_link: dict[str, Order] = msgspec.field(default_factory=dict)
+    open_orders: dict[str, Order] = msgspec.field(default_factory=dict)
     executions: list[Execution] = msgspec.field(default_factory=list)
 
     def coin(self, name: str) -> Coin:
@@ -161,3 +166,11 @@ class Account(msgspec.Struct, kw_only=True):
         self.by_id[order.order_id] = order
         if order.link_id:
             self.by_link[f"{order.category}|{order.link_id}"] = order
+        self.track(order)
+
+    def track(self, order: Order) -> None:
+        """Keep the open-order index in step with the order's status."""
+        if order.is_open:
+            self.open_orders[order.order_id] = order
+        else:
+            self.open_orders.pop(order.order_id, None)
