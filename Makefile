@@ -16,15 +16,18 @@ $(STAMP): pyproject.toml
 
 CONFIG ?= algo/spot-future-arb/config.json
 
-# Until the simulator, worker runtime and hub land, `make run` checks what exists and says so.
+# Until the worker runtime and hub land, `make run` checks the config and runs the simulator.
 run: $(STAMP)
-	@echo "arbhub so far: the strategy core and the configuration check."
-	@echo "Not built yet: the exchange simulator, the worker runtime, the hub and its /arb page."
+	@echo "arbhub so far: the strategy core, the configuration check and the exchange simulator."
+	@echo "Not built yet: the worker runtime, the hub and its /arb page (nothing trades yet)."
 	@for id in $$($(BIN)/python -c "from worker.config_loader import load_config; \
 	    print(' '.join(load_config('$(CONFIG)').ids))"); do \
 	  $(BIN)/spot-future-arb --config $(CONFIG) --instance $$id --check > /dev/null \
 	    && echo "  $$id: configuration valid ($(CONFIG))" || exit 2; \
 	done
+	@echo "Starting the exchange simulator (Bybit V5 REST + WebSocket; Ctrl-C stops it):"
+	$(BIN)/exchange-sim --host 127.0.0.1 --port 0 --seed 1 \
+	  --config algo/spot-future-arb/sim.json --state algo/spot-future-arb/run/sim-state
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n auto
@@ -41,6 +44,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.core
+	$(BIN)/python -m bench.sim
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -127,10 +127,11 @@ class Book:
 
     # --- user orders -------------------------------------------------------------------
 
-    def rest(self, order: Resting) -> None:
-        """Join the back of the queue at the order's price."""
+    def rest(self, order: Resting, *, ahead: Decimal | None = None) -> None:
+        """Join the back of the queue at the order's price (or, restoring an order after a
+        restart, keep at most its old queue ``ahead`` of it)."""
         level = self.side(order.side).level(order.price)
-        order.ahead = level.background
+        order.ahead = level.background if ahead is None else min(ahead, level.background)
         level.orders.append(order)
         self.users += 1
 

@@ -178,7 +178,8 @@ class Exchange:
         self.last_ticker_ms = 0
         if journal is not None:
             journal.replay(self)
-        self.model.start(clock())
+        with self._operation():  # the first books may cross restored orders: journal the fills
+            self.model.start(clock())
 
     # === identifiers ====================================================================
 
@@ -418,16 +419,14 @@ class Exchange:
         market_unit = str(params.get("marketUnit") or "")
         if market_unit not in ("", "baseCoin", "quoteCoin"):
             raise VenueError(PARAMS, "params error: marketUnit invalid")
-        if category == "spot" and order_type == "Market" and not market_unit:
-            market_unit = "quoteCoin" if side == "Buy" else "baseCoin"  # Bybit's default units
         if category != "spot" or order_type != "Market":
-            market_unit = "" if category != "spot" else market_unit
-        reduce_only = str(params.get("reduceOnly", "false")).lower() == "true"
-        if (
-            sum(1 for o in account.open_orders.values() if o.symbol == inst.symbol)
-            >= _MAX_OPEN_ORDERS
-        ):
-            raise VenueError(110020, "Not allowed to have more than 500 active orders.")
+            market_unit = ""  # only spot market orders have a unit
+        elif not market_unit:
+            market_unit = "quoteCoin" if side == "Buy" else "baseCoin"  # Bybit's default units
+        reduce_only = category == "linear" and str(params.get("reduceOnly", "")).lower() == "true"
+        if reduce_only:
+            qty = self._reducible(account, inst.symbol, side, qty)
+        self._check_open_limit(account, inst)
         book = self.books[(category, inst.symbol)]
         by_value = order_type == "Market" and market_unit == "quoteCoin"
         limit = price if order_type == "Limit" else self._market_cap(inst, book, side)
@@ -465,6 +464,28 @@ class Exchange:
             self._touch_order(order)
             self._execute(account, inst, book, order)
         return Reply(0, OK, {"orderId": order.order_id, "orderLinkId": order.link_id})
+
+    def _reducible(self, account: Account, symbol: str, side: str, qty: Decimal) -> Decimal:
+        """A reduce-only order may only shrink the position; Bybit cuts its qty to fit."""
+        pos = account.positions.get(symbol)
+        size = pos.size if pos is not None else ZERO
+        closes = (size > 0 and side == "Sell") or (size < 0 and side == "Buy")
+        if not closes:
+            raise VenueError(110017, "current position is zero, cannot fix reduce-only order qty")
+        return min(qty, abs(size))
+
+    def _check_open_limit(self, account: Account, inst: Instrument) -> None:
+        """500 active orders per symbol for linear, per account across symbols for spot."""
+        if inst.category == "spot":
+            count = sum(1 for o in account.open_orders.values() if o.category == "spot")
+        else:
+            count = sum(
+                1
+                for o in account.open_orders.values()
+                if o.category == "linear" and o.symbol == inst.symbol
+            )
+        if count >= _MAX_OPEN_ORDERS:
+            raise VenueError(110020, "Not allowed to have more than 500 active orders.")
 
     def _market_cap(self, inst: Instrument, book: Book, side: str) -> Decimal | None:
         """A market order is an IOC limit at the best opposite price ± the slippage cap."""
@@ -542,12 +563,16 @@ class Exchange:
         coin.locked += need
         order.locked = need
 
-    def _execute(self, account: Account, inst: Instrument, book: Book, order: Order) -> None:
+    def _execute(
+        self, account: Account, inst: Instrument, book: Book, order: Order, *, amended: bool = False
+    ) -> None:
         """Match a new (or re-priced) order, then rest, cancel or reject what is left."""
         key = (inst.category, inst.symbol)
         crosses = self._crosses(book, order)
         if order.tif == "PostOnly" and crosses:
-            order.status = "Rejected" if inst.category == "spot" else "Cancelled"
+            # A new spot order is rejected; one already accepted (amended) is cancelled.
+            rejected = inst.category == "spot" and not amended
+            order.status = "Rejected" if rejected else "Cancelled"
             order.reject_reason = "EC_PostOnlyWillTakeLiquidity"
             self._release(account, inst, order)
             self._touch_order(order)
@@ -793,7 +818,7 @@ class Exchange:
             self._touch_order(order)
             self._dirty((category, inst.symbol))
             if requeue:
-                self._execute(account, inst, book, order)
+                self._execute(account, inst, book, order, amended=True)
             else:
                 self._touch_linear(account, inst)
         return Reply(0, OK, {"orderId": order.order_id, "orderLinkId": order.link_id})
@@ -934,8 +959,11 @@ class Exchange:
         order_id = str(params.get("orderId") or "")
         link_id = str(params.get("orderLinkId") or "")
         exec_type = str(params.get("execType") or "")
-        start = int(params.get("startTime") or 0)
-        end = int(params.get("endTime") or 0)
+        try:
+            start = int(params.get("startTime") or 0)
+            end = int(params.get("endTime") or 0)
+        except ValueError:
+            raise VenueError(PARAMS, "params error: startTime or endTime invalid") from None
         found = [
             ex
             for ex in reversed(account.executions)
@@ -1402,7 +1430,9 @@ class Exchange:
                 pos.cum_realised -= payment
                 pos.cur_realised -= payment
                 self._touch_position(account, symbol)
+                pos.updated = self.clock()
                 self.exec_seq += 1
+                pos.seq = self.exec_seq
                 ex = Execution(
                     exec_id=self._new_exec_id(),
                     api_key=account.api_key,

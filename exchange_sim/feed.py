@@ -51,7 +51,8 @@ class BookFeed:
     # --- orderbook ---------------------------------------------------------------------
 
     def _levels(self, levels: Levels) -> list[list[str]]:
-        return [[price_str(p, self.inst), qty_str(s, self.inst)] for p, s in levels]
+        """``[price, size]`` strings; a deleted level's size is ``"0"``, as Bybit sends it."""
+        return [[price_str(p, self.inst), qty_str(s, self.inst) if s else "0"] for p, s in levels]
 
     def _book_message(
         self, depth: int, kind: str, bids: list[list[str]], asks: list[list[str]], u: int, now: int
@@ -160,7 +161,8 @@ class BookFeed:
         inst = self.inst
         bid = book.top("Buy", 1)
         ask = book.top("Sell", 1)
-        last = self.last_price or mark
+        # Before any trade, the mid rounded down to the tick stands in for the last price.
+        last = self.last_price or (mark // inst.tick_size) * inst.tick_size
         if inst.category == "spot":
             return {
                 "symbol": inst.symbol,
@@ -202,12 +204,19 @@ class BookFeed:
         }
 
     def ticker_message(self, fields: dict[str, Any], now: int, *, snapshot: bool) -> bytes | None:
-        """Spot tickers are snapshots; linear sends a snapshot, then only changed fields."""
+        """Spot tickers are snapshots; linear sends a snapshot, then only changed fields.
+
+        A new subscriber's snapshot leaves the baseline of the periodic pushes alone, so a
+        change not yet pushed still reaches the earlier subscribers.
+        """
         topic = f"tickers.{self.inst.symbol}"
-        if self.inst.category == "spot":
-            if not snapshot and fields == self.ticker_sent:
-                return None
+        if snapshot and not self.ticker_sent:
             self.ticker_sent = fields
+        if self.inst.category == "spot":
+            if not snapshot:
+                if fields == self.ticker_sent:
+                    return None
+                self.ticker_sent = fields
             return encode(
                 {
                     "topic": topic,
@@ -218,7 +227,6 @@ class BookFeed:
                 }
             )
         if snapshot:
-            self.ticker_sent = fields
             return encode(
                 {
                     "topic": topic,

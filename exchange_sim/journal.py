@@ -87,6 +87,9 @@ class Journal:
         self._compact(exchange)
 
     def _load(self, exchange: Exchange) -> None:
+        """Apply the journal operation by operation: an operation's records count only once
+        its closing counters record (``n``) is there, so one torn by a kill is left out
+        whole (it was never acknowledged)."""
         try:
             raw = self.path.read_bytes()
         except OSError as exc:
@@ -94,16 +97,24 @@ class Journal:
         lines = raw.split(b"\n")
         complete = raw.endswith(b"\n")
         orders: dict[str, Order] = {}
+        pending: list[_Record] = []
         for number, line in enumerate(lines, start=1):
             if not line:
                 continue
-            last = number == len(lines) and not complete
             try:
-                self._apply(exchange, line, orders)
-            except (msgspec.DecodeError, msgspec.ValidationError, KeyError, ValueError) as exc:
-                if last:  # a kill during write(): the operation was never acknowledged
+                record = _decode(line)
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+                if number == len(lines) and not complete:  # a kill during write()
                     break
                 raise JournalError(f"{self.path}:{number}: unreadable record ({exc})") from None
+            pending.append(record)
+            if isinstance(record, _Counters):
+                try:
+                    for item in pending:
+                        _apply(exchange, item, orders)
+                except KeyError as exc:
+                    raise JournalError(f"{self.path}:{number}: unknown api key {exc}") from None
+                pending.clear()
         for account in exchange.accounts.values():
             account.orders.clear()
             account.by_id.clear()
@@ -115,35 +126,8 @@ class Journal:
                 raise JournalError(f"{self.path}: order {order.order_id} of an unknown api key")
             owner.add_order(order)
             if order.is_open and order.order_type == "Limit":
-                exchange.books[(order.category, order.symbol)].rest(order)
-
-    @staticmethod
-    def _apply(exchange: Exchange, line: bytes, orders: dict[str, Order]) -> None:
-        kind, *parts = msgspec.json.decode(line, type=list[msgspec.Raw])
-        tag = msgspec.json.decode(kind, type=str)
-        if tag == "o":
-            order = msgspec.json.decode(parts[0], type=Order)
-            orders[order.order_id] = order
-        elif tag == "x":
-            ex = msgspec.json.decode(parts[0], type=Execution)
-            exchange.accounts[ex.api_key].executions.append(ex)
-        elif tag == "c":
-            key = msgspec.json.decode(parts[0], type=str)
-            name = msgspec.json.decode(parts[1], type=str)
-            exchange.accounts[key].coins[name] = msgspec.json.decode(parts[2], type=Coin)
-        elif tag == "p":
-            key = msgspec.json.decode(parts[0], type=str)
-            pos = msgspec.json.decode(parts[1], type=Position)
-            exchange.accounts[key].positions[pos.symbol] = pos
-        elif tag == "n":
-            counters = msgspec.json.decode(parts[0], type=_Counters)
-            exchange.order_counter = max(exchange.order_counter, counters.orders)
-            exchange.exec_counter = max(exchange.exec_counter, counters.execs)
-            exchange.exec_seq = max(exchange.exec_seq, counters.seq)
-            exchange.trade_counter = max(exchange.trade_counter, counters.trades)
-            exchange.message_counter = max(exchange.message_counter, counters.messages)
-        else:
-            raise ValueError(f"unknown record kind {tag!r}")
+                # at most the queue it had; the new background clamps it further
+                exchange.books[(order.category, order.symbol)].rest(order, ahead=order.ahead)
 
     def _compact(self, exchange: Exchange) -> None:
         """Rewrite the journal as the current state, then append to it."""
@@ -167,6 +151,56 @@ class Journal:
             os.fsync(handle.fileno())
         os.replace(tmp, self.path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+
+
+class _CoinRecord(msgspec.Struct):
+    api_key: str
+    name: str
+    coin: Coin
+
+
+class _PositionRecord(msgspec.Struct):
+    api_key: str
+    position: Position
+
+
+_Record = Order | Execution | _CoinRecord | _PositionRecord | _Counters
+
+
+def _decode(line: bytes) -> _Record:
+    kind, *parts = msgspec.json.decode(line, type=list[msgspec.Raw])
+    tag = msgspec.json.decode(kind, type=str)
+    if tag == "o":
+        return msgspec.json.decode(parts[0], type=Order)
+    if tag == "x":
+        return msgspec.json.decode(parts[0], type=Execution)
+    if tag == "c":
+        key = msgspec.json.decode(parts[0], type=str)
+        name = msgspec.json.decode(parts[1], type=str)
+        return _CoinRecord(key, name, msgspec.json.decode(parts[2], type=Coin))
+    if tag == "p":
+        key = msgspec.json.decode(parts[0], type=str)
+        return _PositionRecord(key, msgspec.json.decode(parts[1], type=Position))
+    if tag == "n":
+        return msgspec.json.decode(parts[0], type=_Counters)
+    raise ValueError(f"unknown record kind {tag!r}")
+
+
+def _apply(exchange: Exchange, record: _Record, orders: dict[str, Order]) -> None:
+    if isinstance(record, Order):
+        orders[record.order_id] = record
+    elif isinstance(record, Execution):
+        exchange.accounts[record.api_key].executions.append(record)
+    elif isinstance(record, _CoinRecord):
+        exchange.accounts[record.api_key].coins[record.name] = record.coin
+    elif isinstance(record, _PositionRecord):
+        exchange.accounts[record.api_key].positions[record.position.symbol] = record.position
+    else:
+        exchange.order_counter = max(exchange.order_counter, record.orders)
+        exchange.exec_counter = max(exchange.exec_counter, record.execs)
+        exchange.exec_seq = max(exchange.exec_seq, record.seq)
+        exchange.trade_counter = max(exchange.trade_counter, record.trades)
+        exchange.message_counter = max(exchange.message_counter, record.messages)
 
 
 def _counters(exchange: Exchange) -> _Counters:
