@@ -781,11 +781,8 @@ class Exchange:
 
     def amend_order(self, api_key: str, params: dict[str, Any]) -> Reply:
         account = self.accounts[api_key]
-        category = str(params.get("category", ""))
-        inst = self.instrument(category, str(params.get("symbol", "")))
-        order = self._find_open(account, category, params)
-        if order.symbol != inst.symbol:
-            raise by_category("not_found", category)
+        inst, order = self._find_open(account, params)
+        category = inst.category
         if order.order_type != "Limit":
             raise VenueError(PARAMS, "params error: only limit orders can be amended")
         new_qty = _decimal(params, "qty", required=False)
@@ -841,23 +838,22 @@ class Exchange:
         coin.locked += need - order.locked
         order.locked = need
 
-    def _find_open(self, account: Account, category: str, params: dict[str, Any]) -> Order:
+    def _find_open(self, account: Account, params: dict[str, Any]) -> tuple[Instrument, Order]:
+        """The open order an amend or cancel names (by orderId, else orderLinkId)."""
+        category = str(params.get("category", ""))
+        inst = self.instrument(category, str(params.get("symbol", "")))
         order_id = str(params.get("orderId") or "")
         link_id = str(params.get("orderLinkId") or "")
         if not order_id and not link_id:
             raise VenueError(PARAMS, "params error: orderId or orderLinkId is required")
         order = account.find(category, order_id, link_id)
-        if order is None or not order.is_open:
+        if order is None or not order.is_open or order.symbol != inst.symbol:
             raise by_category("not_found", category)
-        return order
+        return inst, order
 
     def cancel_order(self, api_key: str, params: dict[str, Any]) -> Reply:
         account = self.accounts[api_key]
-        category = str(params.get("category", ""))
-        inst = self.instrument(category, str(params.get("symbol", "")))
-        order = self._find_open(account, category, params)
-        if order.symbol != inst.symbol:
-            raise by_category("not_found", category)
+        _, order = self._find_open(account, params)
         with self._operation():
             self._cancel(account, order)
         return Reply(0, OK, {"orderId": order.order_id, "orderLinkId": order.link_id})
