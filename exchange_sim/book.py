@@ -127,6 +127,13 @@ class Book:
 
     # --- user orders -------------------------------------------------------------------
 
+    def best_user_price(self, side: str) -> Decimal | None:
+        """The best price on one side where a user order rests."""
+        for level in self.side(side).scan():
+            if level.orders:
+                return level.price
+        return None
+
     def rest(self, order: Resting, *, ahead: Decimal | None = None) -> None:
         """Join the back of the queue at the order's price (or, restoring an order after a
         restart, keep at most its old queue ``ahead`` of it)."""

@@ -176,6 +176,7 @@ class Exchange:
         self.model = MarketModel(self, config.model, seed)
         self.next_funding_ms = self._next_funding_after(clock())
         self.last_ticker_ms = 0
+        self.model_saved_ms = 0
         if journal is not None:
             journal.replay(self)
         with self._operation():  # the first books may cross restored orders: journal the fills
@@ -1130,7 +1131,7 @@ class Exchange:
             "a": levels("Sell"),
             "b": levels("Buy"),
             "ts": now,
-            "u": feed.u50,
+            "u": feed.cross_seq,  # Bybit's follows its 1000-level stream; ours counts changes
             "seq": feed.cross_seq,
             "cts": now,
         }
@@ -1388,6 +1389,9 @@ class Exchange:
             if now >= self.next_funding_ms:
                 self._settle_funding()
                 self.next_funding_ms = self._next_funding_after(now)
+        if self.journal is not None and not self.frozen and now - self.model_saved_ms >= 1000:
+            self.model_saved_ms = now
+            self.journal.write_model(self.model.state())
         if now - self.last_ticker_ms >= TICKER_MS:
             self.last_ticker_ms = now
             self._publish_tickers(now)

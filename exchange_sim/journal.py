@@ -67,6 +67,10 @@ class Journal:
         lines.append(_line("n", _counters(exchange)))
         self._write(b"".join(lines))
 
+    def write_model(self, state: dict[str, tuple[float, float]]) -> None:
+        """The market model's position (spot mids and basis), so a restart continues there."""
+        self._write(_line("m", state))
+
     def _write(self, data: bytes) -> None:
         if self._fd is None:
             raise JournalError("journal is not open")
@@ -107,6 +111,9 @@ class Journal:
                 if number == len(lines) and not complete:  # a kill during write()
                     break
                 raise JournalError(f"{self.path}:{number}: unreadable record ({exc})") from None
+            if isinstance(record, _ModelRecord):  # self-contained, written on its own
+                exchange.model.restore(record.state)
+                continue
             pending.append(record)
             if isinstance(record, _Counters):
                 try:
@@ -144,6 +151,7 @@ class Journal:
         for account in exchange.accounts.values():
             lines += [_line("x", ex) for ex in account.executions]
         lines.append(_line("n", _counters(exchange)))
+        lines.append(_line("m", exchange.model.state()))
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "wb") as handle:
             handle.write(b"".join(lines))
@@ -164,7 +172,11 @@ class _PositionRecord(msgspec.Struct):
     position: Position
 
 
-_Record = Order | Execution | _CoinRecord | _PositionRecord | _Counters
+class _ModelRecord(msgspec.Struct):
+    state: dict[str, tuple[float, float]]
+
+
+_Record = Order | Execution | _CoinRecord | _PositionRecord | _Counters | _ModelRecord
 
 
 def _decode(line: bytes) -> _Record:
@@ -183,6 +195,8 @@ def _decode(line: bytes) -> _Record:
         return _PositionRecord(key, msgspec.json.decode(parts[1], type=Position))
     if tag == "n":
         return msgspec.json.decode(parts[0], type=_Counters)
+    if tag == "m":
+        return _ModelRecord(msgspec.json.decode(parts[0], type=dict[str, tuple[float, float]]))
     raise ValueError(f"unknown record kind {tag!r}")
 
 
@@ -195,7 +209,7 @@ def _apply(exchange: Exchange, record: _Record, orders: dict[str, Order]) -> Non
         exchange.accounts[record.api_key].coins[record.name] = record.coin
     elif isinstance(record, _PositionRecord):
         exchange.accounts[record.api_key].positions[record.position.symbol] = record.position
-    else:
+    elif isinstance(record, _Counters):
         exchange.order_counter = max(exchange.order_counter, record.orders)
         exchange.exec_counter = max(exchange.exec_counter, record.execs)
         exchange.exec_seq = max(exchange.exec_seq, record.seq)

@@ -98,6 +98,15 @@ class MarketModel:
                 self._layout(market, inst)
         self.next_step_ms = now + self.spec.step_ms
 
+    def state(self) -> dict[str, tuple[float, float]]:
+        """Each symbol's spot mid and basis, saved so a restarted simulator continues."""
+        return {m.symbol: (m.spot_mid, m.basis_bps) for m in self.markets}
+
+    def restore(self, state: dict[str, tuple[float, float]]) -> None:
+        for market in self.markets:
+            if market.symbol in state:
+                market.spot_mid, market.basis_bps = state[market.symbol]
+
     def resume(self, now: int) -> None:
         """After a freeze the model continues from now, without replaying the pause."""
         self.next_step_ms = now + self.spec.step_ms
@@ -157,6 +166,14 @@ class MarketModel:
         new_bids, new_asks = set(bids), set(asks)
         market.grid[inst.category] = _Grid(best_bid, bids, asks, new_bids, new_asks)
         if previous is None:
+            # The first layout never trades: it stops short of user orders restored from the
+            # journal (the market may have moved while the simulator was down).
+            book = self.exchange.books[(inst.category, inst.symbol)]
+            user_ask = book.best_user_price("Sell")
+            user_bid = book.best_user_price("Buy")
+            bids = [p for p in bids if user_ask is None or p < user_ask]
+            asks = [p for p in asks if user_bid is None or p > user_bid]
+            market.grid[inst.category] = _Grid(best_bid, bids, asks, set(bids), set(asks))
             for price in (*bids, *asks):
                 sizes[price] = self._draw_size(market, inst)
             self.exchange.replace_background(

@@ -415,6 +415,8 @@ class SimApp:
             faults.lose_reply = int(data["count"])
         elif kind == "clear":
             self.faults = Faults()
+            for feed in self.exchange.feeds.values():
+                feed.skip_next_u = False
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
 

@@ -127,6 +127,15 @@ def order_ws(order: Order, inst: Instrument) -> dict[str, Any]:
     body["closedPnl"] = dec(order.closed_pnl)
     body["rpiTakerAccess"] = False
     body["rpiMatchedQty"] = "0"
+    # Fields the docs' table lists for the order topic beyond the (option) official example:
+    body["isLeverage"] = "0" if inst.category == "spot" else ""
+    body["marketUnit"] = order.market_unit
+    body["slippageToleranceType"] = "UNKNOWN"
+    body["slippageTolerance"] = ""
+    if inst.category == "linear":
+        body["createType"] = "CreateByUser"  # "Spot, Option do not have this key"
+    else:
+        body["ocoTriggerBy"] = "OcoTriggerByUnknown"
     return body
 
 
