@@ -218,10 +218,15 @@ class Exchange:
         self._commit(op)
 
     def _commit(self, op: _Op) -> None:
+        now = self.clock()
+        # Messages are numbered before the journal records the counters, so a restart never
+        # reuses an id; they are sent only after the journal write.
+        outbox: list[tuple[str, str, bytes]] = []
+        self._push_private(op, now, outbox)
         if self.journal is not None:
             self.journal.write_op(self, op.orders.values(), op.execs, op.coins, op.positions)
-        now = self.clock()
-        self._push_private(op, now)
+        for api_key, topic, message in outbox:
+            self.on_private(api_key, topic, message)
         for key in sorted(op.books):
             self._publish_book(key, now)
         for key, entries in sorted(op.trades.items()):
@@ -230,7 +235,14 @@ class Exchange:
                     key[0], f"publicTrade.{key[1]}", self.feeds[key].trades_message(entries, now)
                 )
 
-    def _private(self, api_key: str, topic: str, data: list[dict[str, Any]], now: int) -> None:
+    def _private(
+        self,
+        api_key: str,
+        topic: str,
+        data: list[dict[str, Any]],
+        now: int,
+        outbox: list[tuple[str, str, bytes]],
+    ) -> None:
         self.message_counter += 1
         message = {
             "id": f"{self.message_counter}",
@@ -238,9 +250,9 @@ class Exchange:
             "creationTime": now,
             "data": data,
         }
-        self.on_private(api_key, topic, encode(message))
+        outbox.append((api_key, topic, encode(message)))
 
-    def _push_private(self, op: _Op, now: int) -> None:
+    def _push_private(self, op: _Op, now: int, outbox: list[tuple[str, str, bytes]]) -> None:
         """One message per api key and topic, only where someone listens (formatting is
         most of an order's cost)."""
         wants = self.wants_private
@@ -250,7 +262,7 @@ class Exchange:
         for api_key, orders in sorted(by_key.items()):
             if wants(api_key, "order"):
                 data = [order_ws(o, self.instruments[(o.category, o.symbol)]) for o in orders]
-                self._private(api_key, "order", data, now)
+                self._private(api_key, "order", data, now, outbox)
         execs: dict[str, list[Execution]] = {}
         for ex in op.execs:
             execs.setdefault(ex.api_key, []).append(ex)
@@ -259,7 +271,7 @@ class Exchange:
                 data = [
                     execution_ws(ex, self.instruments[(ex.category, ex.symbol)]) for ex in items
                 ]
-                self._private(api_key, "execution", data, now)
+                self._private(api_key, "execution", data, now, outbox)
         positions: dict[str, list[str]] = {}
         for api_key, symbol in sorted(op.positions):
             positions.setdefault(api_key, []).append(symbol)
@@ -267,13 +279,15 @@ class Exchange:
             if wants(api_key, "position"):
                 account = self.accounts[api_key]
                 data = [self._position_ws(account, s) for s in symbols]
-                self._private(api_key, "position", data, now)
+                self._private(api_key, "position", data, now, outbox)
         wallets: dict[str, list[str]] = {}
         for api_key, coin in sorted(op.coins):
             wallets.setdefault(api_key, []).append(coin)
         for api_key, coins in wallets.items():
             if wants(api_key, "wallet"):
-                self._private(api_key, "wallet", [self._wallet(self.accounts[api_key], coins)], now)
+                self._private(
+                    api_key, "wallet", [self._wallet(self.accounts[api_key], coins)], now, outbox
+                )
 
     def _publish_book(self, key: tuple[str, str], now: int) -> None:
         category, symbol = key
@@ -312,6 +326,14 @@ class Exchange:
             return (bid + ask) / 2
         feed = self.feeds[(category, symbol)]
         return bid or ask or feed.last_price or self.model.reference_price(symbol)
+
+    def book_mid(self, category: str, symbol: str) -> Decimal | None:
+        """The mid of a book with both sides, else None."""
+        book = self.books.get((category, symbol))
+        if book is None:
+            return None
+        bid, ask = book.best_bid(), book.best_ask()
+        return None if bid is None or ask is None else (bid + ask) / 2
 
     def mark(self, symbol: str) -> Decimal:
         return self.mid("linear", symbol) if ("linear", symbol) in self.books else ZERO
@@ -575,6 +597,7 @@ class Exchange:
             rejected = inst.category == "spot" and not amended
             order.status = "Rejected" if rejected else "Cancelled"
             order.reject_reason = "EC_PostOnlyWillTakeLiquidity"
+            order.leaves = ZERO
             self._release(account, inst, order)
             self._touch_order(order)
             self._touch_linear(account, inst)

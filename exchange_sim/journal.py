@@ -47,6 +47,7 @@ class Journal:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._fd: int | None = None
+        self._last_counters: _Counters | None = None
 
     def write_op(
         self,
@@ -62,9 +63,11 @@ class Journal:
         lines += [
             _line("p", key, exchange.accounts[key].positions[symbol]) for key, symbol in positions
         ]
-        if not lines:
-            return
-        lines.append(_line("n", _counters(exchange)))
+        counters = _counters(exchange)
+        if not lines and counters == self._last_counters:
+            return  # nothing changed (ids handed out, e.g. public trade ids, count as change)
+        self._last_counters = counters
+        lines.append(_line("n", counters))
         self._write(b"".join(lines))
 
     def write_model(self, state: dict[str, tuple[float, float]]) -> None:
@@ -150,7 +153,8 @@ class Journal:
         lines += [_line("o", o) for o in everything]
         for account in exchange.accounts.values():
             lines += [_line("x", ex) for ex in account.executions]
-        lines.append(_line("n", _counters(exchange)))
+        self._last_counters = _counters(exchange)
+        lines.append(_line("n", self._last_counters))
         lines.append(_line("m", exchange.model.state()))
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "wb") as handle:

@@ -108,7 +108,19 @@ class MarketModel:
                 market.spot_mid, market.basis_bps = state[market.symbol]
 
     def resume(self, now: int) -> None:
-        """After a freeze the model continues from now, without replaying the pause."""
+        """After a freeze the model continues from now, without replaying the pause, from
+        the books as they are (a script may have moved them): each market re-anchors on its
+        current mids and its next layout replaces the whole background."""
+        for market in self.markets:
+            spot = self.exchange.book_mid("spot", market.symbol)
+            perp = self.exchange.book_mid("linear", market.symbol)
+            if spot is not None:
+                market.spot_mid = float(spot)
+            if spot is not None and perp is not None:
+                market.basis_bps = (float(perp) / float(spot) - 1) * 1e4
+            elif perp is not None:
+                market.spot_mid = float(perp) / (1 + market.basis_bps / 1e4)
+            market.grid.clear()
         self.next_step_ms = now + self.spec.step_ms
 
     def run_until(self, now: int) -> None:
