@@ -108,6 +108,24 @@ def _signed(body: dict[str, str]) -> tuple[bytes, dict[str, str]]:
     return raw.encode(), headers
 
 
+def _create_body(link: str) -> dict[str, str]:
+    """A PostOnly bid far below the book: it rests, never trades."""
+    return {
+        "category": "linear",
+        "symbol": "C000USDT",
+        "side": "Buy",
+        "orderType": "Limit",
+        "qty": "1",
+        "price": "50",
+        "timeInForce": "PostOnly",
+        "orderLinkId": link,
+    }
+
+
+def _cancel_body(link: str) -> dict[str, str]:
+    return {"category": "linear", "symbol": "C000USDT", "orderLinkId": link}
+
+
 class Client:
     def __init__(self, sim: Simulator, tag: str) -> None:
         self.conn = http.client.HTTPConnection(sim.host, sim.port)
@@ -129,22 +147,11 @@ class Client:
     def create(self) -> str:
         self.n += 1
         link = f"{self.tag}-{self.n}"
-        body = {
-            "category": "linear",
-            "symbol": "C000USDT",
-            "side": "Buy",
-            "orderType": "Limit",
-            "qty": "1",
-            "price": "50",
-            "timeInForce": "PostOnly",
-            "orderLinkId": link,
-        }
-        self.post("/v5/order/create", body)
+        self.post("/v5/order/create", _create_body(link))
         return link
 
     def cancel(self, link: str) -> None:
-        body = {"category": "linear", "symbol": "C000USDT", "orderLinkId": link}
-        self.post("/v5/order/cancel", body)
+        self.post("/v5/order/cancel", _cancel_body(link))
 
 
 def round_trip(sim: Simulator, n: int) -> tuple[Latency, Latency]:
@@ -183,18 +190,10 @@ async def _order_client(sim: Simulator, i: int, stop: float, counts: list[int]) 
     while time.perf_counter() < stop:
         n += 1
         link = f"r{i}-{n}"
-        create = {
-            "category": "linear",
-            "symbol": "C000USDT",
-            "side": "Buy",
-            "orderType": "Limit",
-            "qty": "1",
-            "price": "50",
-            "timeInForce": "PostOnly",
-            "orderLinkId": link,
-        }
-        cancel = {"category": "linear", "symbol": "C000USDT", "orderLinkId": link}
-        for path, body in (("/v5/order/create", create), ("/v5/order/cancel", cancel)):
+        for path, body in (
+            ("/v5/order/create", _create_body(link)),
+            ("/v5/order/cancel", _cancel_body(link)),
+        ):
             writer.write(_raw_request(sim.host, sim.port, path, body))
             head = await reader.readuntil(b"\r\n\r\n")
             length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])

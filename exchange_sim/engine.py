@@ -957,9 +957,7 @@ class Exchange:
             orders = self._orders_matching(account, params, category)
         if open_only != "0":
             orders = [o for o in orders if not o.is_open][:500]
-        page, cursor = _page(orders, params, default=20, maximum=50)
-        items = [order_rest(o, self.instruments[(o.category, o.symbol)]) for o in page]
-        return Reply(0, OK, {"list": items, "nextPageCursor": cursor, "category": category})
+        return self._order_page(orders, params, category, order_rest)
 
     def order_history(self, api_key: str, params: dict[str, Any]) -> Reply:
         account = self.accounts[api_key]
@@ -968,8 +966,17 @@ class Exchange:
         status = str(params.get("orderStatus") or "")
         if status:
             orders = [o for o in orders if o.status == status]
+        return self._order_page(orders, params, category, order_history)
+
+    def _order_page(
+        self,
+        orders: list[Order],
+        params: dict[str, Any],
+        category: str,
+        shape: Callable[[Order, Instrument], dict[str, Any]],
+    ) -> Reply:
         page, cursor = _page(orders, params, default=20, maximum=50)
-        items = [order_history(o, self.instruments[(o.category, o.symbol)]) for o in page]
+        items = [shape(o, self.instruments[(o.category, o.symbol)]) for o in page]
         return Reply(0, OK, {"list": items, "nextPageCursor": cursor, "category": category})
 
     def executions(self, api_key: str, params: dict[str, Any]) -> Reply:
