@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -96,8 +98,16 @@ def main(argv: list[str] | None = None) -> int:
             access_log=False,
         )
     )
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the
+    # handler that was installed before it; a no-op one makes that stop exit 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stopped)
     server.run(sockets=[sock])
     return 0
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    """The signal that stopped the server, delivered again after its graceful shutdown."""
 
 
 if __name__ == "__main__":
