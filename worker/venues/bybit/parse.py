@@ -14,18 +14,42 @@ from typing import TypeVar
 
 import msgspec
 
+from worker.core.events import Execution, FundingPayment, OrderUpdate, WalletBalance
 from worker.core.instruments import Category, FeeRates, InstrumentRules
+from worker.core.model import OrderStatus, RejectKind
 from worker.venues.bybit.schemas import (
+    BookMessage,
     CategoryProbe,
+    ExecutionRow,
     FeeRateResult,
     LinearInstrument,
     LinearInstrumentsResult,
+    ListResult,
+    OrderAck,
+    OrderRow,
+    PositionRow,
+    PrivateMessage,
     RestEnvelope,
     SpotInstrument,
     SpotInstrumentsResult,
+    WalletRow,
 )
+from worker.venues.types import BookUpdate, PositionState
 
-__all__ = ["BybitError", "parse_envelope", "parse_fee_rates", "parse_instruments"]
+__all__ = [
+    "BybitError",
+    "executions",
+    "order_updates",
+    "parse_book",
+    "parse_envelope",
+    "parse_fee_rates",
+    "parse_instruments",
+    "parse_list",
+    "parse_order_ack",
+    "parse_private",
+    "positions",
+    "wallet_balances",
+]
 
 _T = TypeVar("_T")
 
@@ -208,3 +232,189 @@ def parse_fee_rates(body: bytes) -> dict[str, FeeRates]:
             taker=_decimal(row.taker_fee_rate, where + "takerFeeRate", allow_negative=True),
         )
     return rates
+
+
+# --- orders and fills ---------------------------------------------------------------------
+
+_STATUS = {
+    "New": OrderStatus.OPEN,
+    "PartiallyFilled": OrderStatus.OPEN,
+    "Untriggered": OrderStatus.OPEN,
+    "Filled": OrderStatus.FILLED,
+    "Cancelled": OrderStatus.CANCELLED,  # derivatives: may carry fills
+    "PartiallyFilledCanceled": OrderStatus.CANCELLED,  # spot only
+    "Deactivated": OrderStatus.CANCELLED,
+    "Triggered": OrderStatus.OPEN,
+    "Rejected": OrderStatus.REJECTED,
+}
+_POST_ONLY_REASON = "EC_PostOnlyWillTakeLiquidity"
+# Fills that change what is held; "Funding" is reported separately, the rest do not occur
+# for spot and perpetuals in one-way mode.
+_TRADES = frozenset({"Trade", "AdlTrade", "BustTrade"})
+
+
+def parse_order_ack(body: bytes) -> OrderAck:
+    """``result`` of a successful create, amend or cancel."""
+    return _decode_result(parse_envelope(body), OrderAck)
+
+
+def parse_list(body: bytes) -> ListResult:
+    """``result`` of a list endpoint; decode ``items`` with the row parsers below."""
+    return _decode_result(parse_envelope(body), ListResult)
+
+
+def parse_private(raw: bytes) -> PrivateMessage:
+    """A private topic push (``topic`` and its raw ``data``)."""
+    try:
+        return msgspec.json.decode(raw, type=PrivateMessage)
+    except msgspec.DecodeError as exc:
+        raise BybitError(f"malformed private message: {exc}") from None
+
+
+def _rows(data: bytes | msgspec.Raw, kind: type[_T]) -> list[_T]:
+    try:
+        return msgspec.json.decode(data, type=list[kind])  # type: ignore[valid-type]
+    except msgspec.DecodeError as exc:
+        raise BybitError(f"malformed rows: {exc}") from None
+
+
+def _fee(row: OrderRow) -> tuple[Decimal, str]:
+    """Cumulative fee and its coin: ``cumFeeDetail`` first (spot and linear), else the
+    deprecated ``cumExecFee`` in ``feeCurrency``."""
+    detail = {coin: amount for coin, amount in row.cum_fee_detail.items() if amount.strip()}
+    if len(detail) > 1:
+        raise BybitError(f"order {row.order_link_id}: fees in several coins {sorted(detail)}")
+    if detail:
+        [(coin, amount)] = detail.items()
+        return _decimal(amount, "cumFeeDetail", allow_negative=True), coin
+    fee = _optional(row.cum_exec_fee, "cumExecFee")
+    return (fee or Decimal(0)), row.fee_currency
+
+
+def order_updates(data: bytes | msgspec.Raw) -> list[OrderUpdate]:
+    """Order rows as the core's ``OrderUpdate``s.
+
+    A PostOnly order refused for crossing is ``Cancelled`` (linear) or ``Rejected`` (spot)
+    with ``EC_PostOnlyWillTakeLiquidity``; both become a POST_ONLY rejection (re-quote), as
+    long as nothing traded.
+    """
+    updates = []
+    for row in _rows(data, OrderRow):
+        status = _STATUS.get(row.order_status)
+        if status is None:
+            raise BybitError(f"order {row.order_link_id}: unknown status {row.order_status!r}")
+        cum_qty = _decimal(row.cum_exec_qty or "0", "cumExecQty")
+        reject: RejectKind | None = None
+        if row.reject_reason == _POST_ONLY_REASON and cum_qty == 0:
+            status, reject = OrderStatus.REJECTED, RejectKind.POST_ONLY
+        elif status is OrderStatus.REJECTED:
+            reject = RejectKind.OTHER
+        fee, fee_coin = _fee(row)
+        price = _optional(row.price, "price")
+        try:
+            updated_ms = int(row.updated_time or 0)
+        except ValueError:
+            raise BybitError(
+                f"order {row.order_link_id}: updatedTime {row.updated_time!r}"
+            ) from None
+        updates.append(
+            OrderUpdate(
+                link_id=row.order_link_id,
+                order_id=row.order_id,
+                status=status,
+                cum_qty=cum_qty,
+                cum_value=_optional(row.cum_exec_value, "cumExecValue"),
+                avg_price=_optional(row.avg_price, "avgPrice") or None,
+                cum_fee=fee,
+                fee_coin=fee_coin,
+                qty=_decimal(row.qty, "qty"),
+                price=price or None,
+                updated_ms=updated_ms,
+                reject=reject,
+                reject_text=row.reject_reason if reject is not None else "",
+            )
+        )
+    return updates
+
+
+def executions(data: bytes | msgspec.Raw) -> list[Execution | FundingPayment]:
+    """Execution rows as fills, and funding settlements (positive: received)."""
+    out: list[Execution | FundingPayment] = []
+    for row in _rows(data, ExecutionRow):
+        try:
+            exec_ms = int(row.exec_time)
+        except ValueError:
+            raise BybitError(f"execution {row.exec_id}: execTime {row.exec_time!r}") from None
+        if row.exec_type == "Funding":
+            paid = _decimal(row.exec_fee, "execFee", allow_negative=True)
+            out.append(FundingPayment(amount=-paid, ts_ms=exec_ms))
+        elif row.exec_type in _TRADES:
+            out.append(
+                Execution(
+                    link_id=row.order_link_id,
+                    exec_id=row.exec_id,
+                    qty=_decimal(row.exec_qty, "execQty"),
+                    price=_decimal(row.exec_price, "execPrice"),
+                    fee=_decimal(row.exec_fee, "execFee", allow_negative=True),
+                    fee_coin=row.fee_currency,
+                    is_maker=row.is_maker,
+                    exec_ms=exec_ms,
+                )
+            )
+    return out
+
+
+def positions(data: bytes | msgspec.Raw) -> list[PositionState]:
+    """Position rows (REST or topic) as signed one-way positions."""
+    out = []
+    for row in _rows(data, PositionRow):
+        size = _decimal(row.size or "0", "size")
+        if row.side == "Sell":
+            size = -size
+        elif row.side not in ("Buy", "") or (row.side == "" and size):
+            raise BybitError(f"position {row.symbol}: side {row.side!r} with size {row.size!r}")
+        entry = _optional(row.avg_price or row.entry_price, "avgPrice") or Decimal(0)
+        out.append(PositionState(symbol=row.symbol, size=size, avg_price=entry))
+    return out
+
+
+def wallet_balances(data: bytes | msgspec.Raw) -> list[WalletBalance]:
+    """The UNIFIED account's coins: available = wallet balance − locked (spot orders)."""
+    out = []
+    for row in _rows(data, WalletRow):
+        if row.account_type != "UNIFIED":
+            continue
+        for coin in row.coin:
+            total = _decimal(coin.wallet_balance, "walletBalance", allow_negative=True)
+            locked = _optional(coin.locked, "locked") or Decimal(0)
+            out.append(WalletBalance(coin=coin.coin, available=total - locked, total=total))
+    return out
+
+
+# --- public order book --------------------------------------------------------------------
+
+
+def parse_book(raw: bytes) -> BookUpdate:
+    """An ``orderbook.{depth}.{symbol}`` push with Decimal levels (bids best first)."""
+    try:
+        message = msgspec.json.decode(raw, type=BookMessage)
+    except msgspec.DecodeError as exc:
+        raise BybitError(f"malformed order book message: {exc}") from None
+    parts = message.topic.split(".")
+    if len(parts) != 3 or parts[0] != "orderbook" or message.type not in ("snapshot", "delta"):
+        raise BybitError(f"not an order book message: {message.topic!r} {message.type!r}")
+    try:
+        depth = int(parts[1])
+    except ValueError:
+        raise BybitError(f"order book depth {parts[1]!r}") from None
+    data = message.data
+    return BookUpdate(
+        symbol=data.s,
+        depth=depth,
+        snapshot=message.type == "snapshot",
+        bids=[(_decimal(p, "bid price"), _decimal(q, "bid size")) for p, q in data.b],
+        asks=[(_decimal(p, "ask price"), _decimal(q, "ask size")) for p, q in data.a],
+        update_id=data.u,
+        seq=data.seq,
+        ts_ms=message.cts or message.ts,
+    )

@@ -200,3 +200,116 @@ class FeeRateResult(msgspec.Struct):
 
     items: list[FeeRateEntry] = msgspec.field(name="list")
     category: str = ""
+
+
+# --- orders, executions, positions, wallet (REST lists and private WebSocket topics) ---------
+
+
+class OrderRow(msgspec.Struct, rename="camel"):
+    """One order, as ``/v5/order/realtime|history`` list it and the ``order`` topic pushes it.
+
+    ``cumExecFee`` is deprecated for spot and linear; the fee is read from ``cumFeeDetail``
+    (``{coin: amount}``), falling back to ``cumExecFee`` with ``feeCurrency``.
+    """
+
+    order_id: str
+    order_link_id: str
+    symbol: str
+    side: str
+    order_type: str
+    price: str
+    qty: str
+    order_status: str
+    cum_exec_qty: str
+    cum_exec_value: str = ""
+    avg_price: str = ""
+    cum_exec_fee: str = ""
+    cum_fee_detail: dict[str, str] = msgspec.field(default_factory=dict)
+    fee_currency: str = ""
+    reject_reason: str = ""
+    updated_time: str = "0"
+    category: str = ""
+
+
+class ExecutionRow(msgspec.Struct, rename="camel"):
+    """One execution (``/v5/execution/list`` and the ``execution`` topic)."""
+
+    exec_id: str
+    order_id: str
+    order_link_id: str
+    symbol: str
+    side: str
+    exec_type: str
+    exec_price: str
+    exec_qty: str
+    exec_fee: str
+    exec_time: str
+    is_maker: bool
+    fee_currency: str = ""
+    category: str = ""
+
+
+class PositionRow(msgspec.Struct, rename="camel"):
+    """One linear position; REST calls the entry ``avgPrice``, the topic ``entryPrice``."""
+
+    symbol: str
+    side: str
+    size: str
+    avg_price: str = ""
+    entry_price: str = ""
+    leverage: str = ""
+    position_idx: int = 0
+    category: str = "linear"
+
+
+class WalletCoin(msgspec.Struct, rename="camel"):
+    coin: str
+    wallet_balance: str
+    locked: str = "0"
+
+
+class WalletRow(msgspec.Struct, rename="camel"):
+    account_type: str
+    coin: list[WalletCoin]
+
+
+class ListResult(msgspec.Struct, rename="camel"):
+    """``result`` of the list endpoints; the rows stay raw until their type is known."""
+
+    items: msgspec.Raw = msgspec.field(name="list", default_factory=msgspec.Raw)
+    next_page_cursor: str = ""
+    category: str = ""
+
+
+class OrderAck(msgspec.Struct, rename="camel"):
+    """``result`` of ``/v5/order/create|amend|cancel``."""
+
+    order_id: str
+    order_link_id: str
+
+
+class PrivateMessage(msgspec.Struct, rename="camel"):
+    """``{"id", "topic", "creationTime", "data": [...]}`` of the private topics."""
+
+    topic: str
+    data: msgspec.Raw
+    creation_time: int = 0
+    id: str = ""
+
+
+class BookData(msgspec.Struct):
+    s: str
+    b: list[tuple[str, str]]
+    a: list[tuple[str, str]]
+    u: int
+    seq: int = 0
+
+
+class BookMessage(msgspec.Struct):
+    """An ``orderbook.{depth}.{symbol}`` push (``type`` is ``snapshot`` or ``delta``)."""
+
+    topic: str
+    type: str
+    ts: int
+    data: BookData
+    cts: int = 0
