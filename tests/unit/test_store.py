@@ -1,0 +1,80 @@
+"""Instance lock and snapshot store: real files, real flock, a real second process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.common import params
+from worker.core import snapshot
+from worker.core.model import CoreState
+from worker.core.strategy import Core
+from worker.store import InstanceLock, LockedError, SnapshotStore, write_atomically
+
+
+def new_state(epoch: int) -> CoreState:
+    return Core(params()).new_state(epoch)
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from worker.store import InstanceLock
+lock = InstanceLock(Path(sys.argv[1]))
+lock.acquire()
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_process_cannot_take_the_lock_and_learns_the_holder(tmp_path: Path) -> None:
+    state = tmp_path / "btc.json"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(state)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockedError) as caught:
+            InstanceLock(state).acquire()
+        assert caught.value.holder == str(holder.pid)
+    finally:
+        holder.kill()
+        holder.wait(10)
+    with InstanceLock(state):  # the kernel released it with the dead holder
+        pass
+
+
+def test_the_lock_is_exclusive_within_one_process_too(tmp_path: Path) -> None:
+    state = tmp_path / "eth.json"
+    with InstanceLock(state), pytest.raises(LockedError):
+        InstanceLock(state).acquire()
+    InstanceLock(state).acquire()
+
+
+def test_snapshot_round_trip_and_first_start(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path / "sub" / "btc.json")
+    assert store.load() is None
+    state = new_state(1_700_000_000)
+    store.save(state)
+    assert snapshot.encode(store.load() or new_state(0)) == snapshot.encode(state)
+    assert not list((tmp_path / "sub").glob("*.tmp"))
+
+
+def test_an_unreadable_snapshot_refuses_to_load_and_is_not_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "btc.json"
+    path.write_bytes(b"{half a snap")
+    with pytest.raises(snapshot.SnapshotError):
+        SnapshotStore(path).load()
+    assert path.read_bytes() == b"{half a snap"
+
+
+def test_atomic_write_replaces_whole_content(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    write_atomically(path, b"old")
+    write_atomically(path, b"new content")
+    assert path.read_bytes() == b"new content"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
