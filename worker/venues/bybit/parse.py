@@ -48,6 +48,7 @@ __all__ = [
     "parse_order_ack",
     "parse_private",
     "positions",
+    "redact",
     "wallet_balances",
 ]
 
@@ -70,7 +71,7 @@ class BybitError(Exception):
 
     def __init__(self, reason: str, *, ret_code: int | None = None, ret_msg: str = "") -> None:
         self.ret_code = ret_code
-        self.ret_msg = _redact(ret_msg)
+        self.ret_msg = redact(ret_msg)
         self.reason = reason
         if ret_code is None:
             text = f"Bybit: {reason}"
@@ -79,7 +80,7 @@ class BybitError(Exception):
         super().__init__(text)
 
 
-def _redact(message: str) -> str:
+def redact(message: str) -> str:
     """Drop the signed string Bybit echoes in 10004 errors and bound the length for logs."""
     cleaned = _ORIGIN_STRING_RE.sub("origin_string[<redacted>]", message)
     if len(cleaned) > _MAX_MSG_CHARS:

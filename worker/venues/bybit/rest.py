@@ -1,0 +1,173 @@
+"""Bybit V5 REST over aiohttp: signing, and every reply sorted into one of three outcomes.
+
+``Done`` carries the undecoded ``result``; ``Refused`` is a definitive refusal (its retCode is
+on the allow-list in :mod:`worker.venues.bybit.errors`); ``Unknown`` is everything else — a
+timeout, a dropped connection, an HTTP error, an unlisted retCode or a body that is not a V5
+envelope. For an order request ``Unknown`` means *the order may exist*: the caller resolves
+it by querying the ``orderLinkId`` and never sends it again. Nothing here raises for a venue
+or network problem, and no message carries the API key or secret.
+
+aiohttp was chosen by measurement (``python -m bench.rest_clients``, docs/venues.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import aiohttp
+import msgspec
+
+from worker.config_loader import ApiCredentials
+from worker.core.model import RejectKind
+from worker.venues.bybit.errors import classify
+from worker.venues.bybit.parse import redact
+from worker.venues.bybit.schemas import RestEnvelope
+
+__all__ = ["BybitRest", "Done", "RateLimit", "Refused", "Unknown", "sign_headers"]
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """The ``X-Bapi-Limit*`` headers of one reply."""
+
+    limit: int
+    remaining: int
+    reset_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    result: bytes
+    rate_limit: RateLimit | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    code: int
+    message: str
+    kind: RejectKind
+    rate_limit: RateLimit | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    reason: str
+    code: int | None = None
+    rate_limit: RateLimit | None = None
+
+
+Outcome = Done | Refused | Unknown
+
+
+def sign_headers(
+    credentials: ApiCredentials, ts_ms: int, recv_window_ms: int, payload: str
+) -> dict[str, str]:
+    """Bybit's HMAC headers over ``timestamp + key + recv_window + payload``."""
+    text = f"{ts_ms}{credentials.api_key}{recv_window_ms}{payload}"
+    signature = hmac.new(credentials.api_secret.encode(), text.encode(), hashlib.sha256)
+    return {
+        "X-BAPI-API-KEY": credentials.api_key,
+        "X-BAPI-TIMESTAMP": str(ts_ms),
+        "X-BAPI-RECV-WINDOW": str(recv_window_ms),
+        "X-BAPI-SIGN": signature.hexdigest(),
+        "X-BAPI-SIGN-TYPE": "2",
+    }
+
+
+def _rate_limit(headers: Mapping[str, str]) -> RateLimit | None:
+    try:
+        return RateLimit(
+            limit=int(headers["X-Bapi-Limit"]),
+            remaining=int(headers["X-Bapi-Limit-Status"]),
+            reset_ms=int(headers["X-Bapi-Limit-Reset-Timestamp"]),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class BybitRest:
+    """One keep-alive session to one Bybit REST base URL."""
+
+    def __init__(
+        self,
+        base_url: str,
+        credentials: ApiCredentials | None,
+        *,
+        recv_window_ms: int = 5000,
+        timeout_s: float = 5.0,
+        clock: Callable[[], int] = _wall_ms,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._credentials = credentials
+        self.recv_window_ms = recv_window_ms
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.clock = clock
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> BybitRest:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        return self._session
+
+    async def get(self, path: str, params: Mapping[str, str], *, auth: bool = True) -> Outcome:
+        query = urlencode(sorted(params.items()))
+        headers = self._auth(query) if auth else {}
+        url = f"{self.base_url}{path}?{query}" if query else f"{self.base_url}{path}"
+        return await self._send("GET", url, headers, None)
+
+    async def post(self, path: str, body: Mapping[str, object]) -> Outcome:
+        payload = json.dumps(body, separators=(",", ":"))
+        headers = {"Content-Type": "application/json", **self._auth(payload)}
+        return await self._send("POST", f"{self.base_url}{path}", headers, payload.encode())
+
+    def _auth(self, payload: str) -> dict[str, str]:
+        if self._credentials is None:
+            return {}
+        return sign_headers(self._credentials, self.clock(), self.recv_window_ms, payload)
+
+    async def _send(
+        self, method: str, url: str, headers: dict[str, str], data: bytes | None
+    ) -> Outcome:
+        try:
+            async with self._http().request(method, url, headers=headers, data=data) as reply:
+                body = await reply.read()
+                limits = _rate_limit(reply.headers)
+                status = reply.status
+        except TimeoutError:
+            return Unknown("timed out")
+        except aiohttp.ClientError as exc:
+            return Unknown(f"connection error: {type(exc).__name__}")
+        if status != 200:
+            return Unknown(f"HTTP {status}", rate_limit=limits)
+        try:
+            envelope = msgspec.json.decode(body, type=RestEnvelope)
+        except msgspec.DecodeError:
+            return Unknown("reply is not a V5 envelope", rate_limit=limits)
+        if envelope.ret_code == 0:
+            return Done(bytes(envelope.result), rate_limit=limits)
+        message = redact(envelope.ret_msg)
+        kind = classify(envelope.ret_code)
+        if kind is None:
+            return Unknown(f"retCode {envelope.ret_code}: {message}", envelope.ret_code, limits)
+        return Refused(envelope.ret_code, message, kind, rate_limit=limits)
