@@ -29,7 +29,7 @@ from worker.venues.bybit.errors import classify
 from worker.venues.bybit.parse import redact
 from worker.venues.bybit.schemas import RestEnvelope
 
-__all__ = ["BybitRest", "Done", "RateLimit", "Refused", "Unknown", "sign_headers"]
+__all__ = ["BybitRest", "Done", "RateLimit", "Refused", "Unknown", "sign", "sign_headers"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,17 +65,21 @@ class Unknown:
 Outcome = Done | Refused | Unknown
 
 
+def sign(credentials: ApiCredentials, text: str) -> str:
+    """Lower-case hex HMAC-SHA256 of ``text`` with the API secret (REST and WebSocket auth)."""
+    return hmac.new(credentials.api_secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
 def sign_headers(
     credentials: ApiCredentials, ts_ms: int, recv_window_ms: int, payload: str
 ) -> dict[str, str]:
     """Bybit's HMAC headers over ``timestamp + key + recv_window + payload``."""
     text = f"{ts_ms}{credentials.api_key}{recv_window_ms}{payload}"
-    signature = hmac.new(credentials.api_secret.encode(), text.encode(), hashlib.sha256)
     return {
         "X-BAPI-API-KEY": credentials.api_key,
         "X-BAPI-TIMESTAMP": str(ts_ms),
         "X-BAPI-RECV-WINDOW": str(recv_window_ms),
-        "X-BAPI-SIGN": signature.hexdigest(),
+        "X-BAPI-SIGN": sign(credentials, text),
         "X-BAPI-SIGN-TYPE": "2",
     }
 

@@ -12,8 +12,6 @@ backoff with jitter, and tries again, for as long as the socket runs.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import random
 import time
@@ -23,6 +21,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from worker.config_loader import ApiCredentials
+from worker.venues.bybit.rest import sign
 
 __all__ = ["BybitSocket"]
 
@@ -123,11 +122,7 @@ class BybitSocket:
     async def _handshake(self, ws: ClientConnection) -> None:
         if self._credentials is not None:
             expires = time.time_ns() // 1_000_000 + _AUTH_EXPIRES_MS
-            signature = hmac.new(
-                self._credentials.api_secret.encode(),
-                f"GET/realtime{expires}".encode(),
-                hashlib.sha256,
-            ).hexdigest()
+            signature = sign(self._credentials, f"GET/realtime{expires}")
             await ws.send(
                 json.dumps({"op": "auth", "args": [self._credentials.api_key, expires, signature]})
             )
