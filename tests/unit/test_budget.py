@@ -1,0 +1,73 @@
+"""The shared order-rate budget: one bucket across processes, risk-reducing requests first."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from worker.venues.budget import AccountBudget
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _budget(tmp_path: Path, clock: Clock, **kwargs: float) -> AccountBudget:
+    settings = {"rate_per_s": 10.0, "burst": 10.0, "reserve": 3.0, **kwargs}
+    return AccountBudget(tmp_path, "key-1", clock=clock, **settings)
+
+
+def test_risk_adding_requests_leave_the_reserve_to_hedges_and_cancels(tmp_path: Path) -> None:
+    clock = Clock()
+    budget = _budget(tmp_path, clock)
+    assert [budget.take(reduces_risk=False) for _ in range(7)] == [0.0] * 7
+    wait = budget.take(reduces_risk=False)
+    assert wait == pytest.approx(0.1)  # one token must come back above the reserve
+    assert [budget.take(reduces_risk=True) for _ in range(3)] == [0.0] * 3
+    assert budget.take(reduces_risk=True) == pytest.approx(0.1)
+    clock.now += 0.1
+    assert budget.take(reduces_risk=True) == 0.0
+
+
+def test_two_budgets_on_one_key_share_one_bucket_and_the_key_is_not_in_the_name(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    first, second = _budget(tmp_path, clock), _budget(tmp_path, clock)
+    spent = sum(1 for b in (first, second) * 10 if b.take(reduces_risk=True) == 0.0)
+    assert spent == 10
+    assert "key-1" not in first.path.name
+
+
+def test_a_10006_empties_the_bucket_until_the_reset(tmp_path: Path) -> None:
+    clock = Clock()
+    budget = _budget(tmp_path, clock)
+    budget.penalise(clock.now + 2.0)
+    assert budget.take(reduces_risk=True) == pytest.approx(2.1)
+    clock.now += 2.1
+    assert budget.take(reduces_risk=True) == 0.0
+
+
+SPEND = """
+import sys
+from pathlib import Path
+from worker.venues.budget import AccountBudget
+budget = AccountBudget(Path(sys.argv[1]), "shared", rate_per_s=0.001, burst=200, reserve=0)
+print(sum(1 for _ in range(150) if budget.take(reduces_risk=True) == 0.0))
+"""
+
+
+def test_processes_racing_for_tokens_never_overspend(tmp_path: Path) -> None:
+    workers = [
+        subprocess.Popen([sys.executable, "-c", SPEND, str(tmp_path)], stdout=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    granted = [int(w.communicate(timeout=60)[0]) for w in workers]
+    assert sum(granted) == 200  # 450 asked, the burst is 200 and refill is negligible
