@@ -1,0 +1,176 @@
+"""Core order commands carried out on the simulator, answers turned into core events."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import TypeVar
+
+from tests.integration.conftest import API_KEY, API_SECRET, Sim
+from worker.config_loader import ApiCredentials
+from worker.core.commands import AmendOrder, CancelOrder, PlaceOrder, QueryOrder
+from worker.core.events import (
+    Acknowledged,
+    OrderNotFound,
+    OrderUpdate,
+    OutcomeUnknown,
+    Rejected,
+)
+from worker.core.model import Leg, OrderStatus, OrderType, Purpose, RejectKind, Request, Side
+from worker.venues.budget import AccountBudget
+from worker.venues.bybit.orders import BybitOrders
+from worker.venues.bybit.rest import BybitRest
+
+T = TypeVar("T")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def run(
+    sim: Sim,
+    action: Callable[[BybitOrders], Awaitable[T]],
+    *,
+    recv_window_ms: int = 5000,
+    timeout_s: float = 5.0,
+    budget: AccountBudget | None = None,
+) -> T:
+    async def go() -> T:
+        creds = ApiCredentials(API_KEY, API_SECRET)
+        async with BybitRest(
+            sim.url, creds, recv_window_ms=recv_window_ms, timeout_s=timeout_s
+        ) as rest:
+            orders = BybitOrders(
+                rest, spot_symbol="BTCUSDT", perp_symbol="BTCUSDT", budget=budget,
+                clock_ms=_now_ms,
+            )  # fmt: skip
+            return await action(orders)
+
+    return asyncio.run(go())
+
+
+def _place(link: str, *, leg: Leg = Leg.SPOT, qty: str = "0.001", price: str | None = "30000",
+           purpose: Purpose = Purpose.ENTRY, reduce_only: bool = False) -> PlaceOrder:  # fmt: skip
+    return PlaceOrder(
+        link_id=link,
+        leg=leg,
+        side=Side.BUY,
+        order_type=OrderType.LIMIT if price is not None else OrderType.MARKET,
+        qty=Decimal(qty),
+        price=Decimal(price) if price is not None else None,
+        post_only=price is not None,
+        reduce_only=reduce_only,
+        purpose=purpose,
+    )
+
+
+def test_place_amend_query_cancel(sim: Sim) -> None:
+    async def action(orders: BybitOrders) -> list[object]:
+        events: list[object] = []
+        events += await orders.execute(_place("ord-1"))
+        events += await orders.execute(
+            AmendOrder(link_id="ord-1", leg=Leg.SPOT, qty=None, price=Decimal("30001"))
+        )
+        events += await orders.execute(QueryOrder(link_id="ord-1", leg=Leg.SPOT))
+        events += await orders.execute(CancelOrder(link_id="ord-1", leg=Leg.SPOT))
+        events += await orders.execute(QueryOrder(link_id="ord-1", leg=Leg.SPOT))
+        return events
+
+    placed, amended, open_, cancelled, closed = run(sim, action)
+    assert isinstance(placed, Acknowledged) and placed.request is Request.CREATE
+    assert placed.order_id
+    assert isinstance(amended, Acknowledged) and amended.request is Request.AMEND
+    assert isinstance(open_, OrderUpdate)
+    assert (open_.status, open_.price) == (OrderStatus.OPEN, Decimal("30001.0"))
+    assert isinstance(cancelled, Acknowledged) and cancelled.request is Request.CANCEL
+    assert isinstance(closed, OrderUpdate) and closed.status is OrderStatus.CANCELLED
+
+
+def test_refusals_and_unknown_outcomes(sim: Sim) -> None:
+    async def action(orders: BybitOrders) -> list[object]:
+        events: list[object] = []
+        events += await orders.execute(_place("ord-big", qty="80"))
+        events += await orders.execute(CancelOrder(link_id="ord-none", leg=Leg.SPOT))
+        events += await orders.execute(_place("ord-dup"))
+        events += await orders.execute(_place("ord-dup"))
+        events += await orders.execute(CancelOrder(link_id="ord-dup", leg=Leg.SPOT))
+        return events
+
+    big, none, first, duplicate, _ = run(sim, action)
+    assert isinstance(big, Rejected) and big.kind is RejectKind.INSUFFICIENT_BALANCE
+    assert isinstance(none, Rejected) and none.kind is RejectKind.NOT_FOUND
+    assert isinstance(first, Acknowledged)
+    assert isinstance(duplicate, OutcomeUnknown) and "170141" in duplicate.reason
+
+
+def test_a_lost_reply_is_resolved_by_query_not_by_resending(sim: Sim) -> None:
+    sim.fault("lose_reply", count=1)
+
+    async def action(orders: BybitOrders) -> list[object]:
+        lost = await orders.execute(_place("ord-lost"))
+        sim.fault("clear")
+        found = await orders.execute(QueryOrder(link_id="ord-lost", leg=Leg.SPOT))
+        await orders.execute(CancelOrder(link_id="ord-lost", leg=Leg.SPOT))
+        return [*lost, *found]
+
+    try:
+        lost, found = run(sim, action, timeout_s=1.0)
+    finally:
+        sim.fault("clear")
+    assert isinstance(lost, OutcomeUnknown)
+    assert isinstance(found, OrderUpdate) and found.status is OrderStatus.OPEN
+    assert [o["orderLinkId"] for o in sim.orders()].count("ord-lost") == 1
+
+
+def test_not_found_only_after_the_receive_window(sim: Sim) -> None:
+    async def action(orders: BybitOrders) -> tuple[list[object], list[object]]:
+        early: list[object] = list(
+            await orders.execute(QueryOrder(link_id="ord-never", leg=Leg.PERP))
+        )
+        await asyncio.sleep(0.1 + 1.0 + 0.2)  # recv window + safety margin
+        late: list[object] = list(
+            await orders.execute(QueryOrder(link_id="ord-never", leg=Leg.PERP))
+        )
+        return early, late
+
+    early, late = run(sim, action, recv_window_ms=100)
+    assert early == []
+    assert late == [OrderNotFound(link_id="ord-never")]
+
+
+def test_spot_market_orders_are_in_base_units(sim: Sim) -> None:
+    sim.book("spot", "SOLUSDT", bids=[("149.99", "100")], asks=[("150.01", "100")])
+
+    async def action(orders: BybitOrders) -> list[object]:
+        orders.symbols[Leg.SPOT] = "SOLUSDT"
+        return list(await orders.execute(_place("ord-mkt", qty="0.5", price=None,
+                                                purpose=Purpose.UNWIND)))  # fmt: skip
+
+    [ack] = run(sim, action)
+    assert isinstance(ack, Acknowledged)
+    order = sim.order("ord-mkt")
+    assert order is not None
+    assert (order["orderStatus"], order["cumExecQty"]) == ("Filled", "0.500")
+
+
+def test_entries_wait_for_the_budget_but_cancels_use_the_reserve(sim: Sim, tmp_path: Path) -> None:
+    budget = AccountBudget(tmp_path, API_KEY, rate_per_s=1.0, burst=2.0, reserve=1.0)
+
+    async def action(orders: BybitOrders) -> tuple[list[object], float]:
+        await orders.execute(_place("ord-b1"))  # takes the one token above the reserve
+        cancelled: list[object] = list(
+            await orders.execute(CancelOrder(link_id="ord-b1", leg=Leg.SPOT))
+        )
+        t0 = time.monotonic()
+        await orders.execute(_place("ord-b2"))  # must wait for a refill
+        entry_s = time.monotonic() - t0
+        await orders.execute(CancelOrder(link_id="ord-b2", leg=Leg.SPOT))
+        return cancelled, entry_s
+
+    cancelled, entry_s = run(sim, action, budget=budget)
+    assert isinstance(cancelled[0], Acknowledged)  # the cancel went out on the reserve
+    assert entry_s >= 0.9  # the entry waited for a whole token to come back

@@ -1,0 +1,165 @@
+"""The core's order commands carried out on Bybit, and the answers turned into core events.
+
+``PlaceOrder``/``AmendOrder``/``CancelOrder`` become one REST request each, after a token
+from the account's shared rate budget (risk-reducing requests may use the reserve). The
+reply becomes ``Acknowledged``, ``Rejected`` (a definitive refusal) or ``OutcomeUnknown``
+(the request may have landed: the core will ask for a ``QueryOrder``, never a resend).
+``QueryOrder`` looks the ``orderLinkId`` up in open orders, then in the history; an order
+found nowhere is reported ``OrderNotFound`` only once the receive window of its last send
+has passed (a request still in flight could otherwise land after the answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from worker.core.commands import AmendOrder, CancelOrder, PlaceOrder, QueryOrder
+from worker.core.events import (
+    Acknowledged,
+    Event,
+    OrderNotFound,
+    OutcomeUnknown,
+    Rejected,
+)
+from worker.core.model import Leg, OrderType, Purpose, Request
+from worker.venues.budget import AccountBudget
+from worker.venues.bybit.errors import RATE_LIMIT
+from worker.venues.bybit.parse import BybitError, order_updates
+from worker.venues.bybit.rest import BybitRest, Done, Outcome, Refused
+from worker.venues.bybit.schemas import ListResult, OrderAck
+
+__all__ = ["BybitOrders"]
+
+OrderCommand = PlaceOrder | AmendOrder | CancelOrder | QueryOrder
+_RISK_ADDING = frozenset({Purpose.ENTRY})
+_SAFETY_MS = 1000  # on top of the receive window before "never arrived" is believed
+
+
+def _plain(value: Decimal) -> str:
+    return format(value, "f")
+
+
+class BybitOrders:
+    def __init__(
+        self,
+        rest: BybitRest,
+        *,
+        spot_symbol: str,
+        perp_symbol: str,
+        budget: AccountBudget | None,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self.rest = rest
+        self.symbols = {Leg.SPOT: spot_symbol, Leg.PERP: perp_symbol}
+        self.budget = budget
+        self.clock_ms = clock_ms
+        self.started_ms = clock_ms()
+        self._purpose: dict[str, Purpose] = {}
+        self._last_send_ms: dict[str, int] = {}
+
+    def remember(self, link_id: str, purpose: Purpose) -> None:
+        """Orders restored from the snapshot: their purpose decides their rate priority."""
+        self._purpose[link_id] = purpose
+
+    async def execute(self, command: OrderCommand) -> list[Event]:
+        if isinstance(command, QueryOrder):
+            return await self._query(command)
+        params = self._params(command)
+        request, reduces_risk = self._kind(command)
+        await self._wait_for_budget(reduces_risk)
+        self._last_send_ms[command.link_id] = self.clock_ms()
+        outcome = await self.rest.post(f"/v5/order/{request.value}", params)
+        self._feed_budget(outcome)
+        return [self._answer(command.link_id, request, outcome)]
+
+    def _kind(self, command: PlaceOrder | AmendOrder | CancelOrder) -> tuple[Request, bool]:
+        if isinstance(command, PlaceOrder):
+            self._purpose[command.link_id] = command.purpose
+            return Request.CREATE, command.purpose not in _RISK_ADDING
+        if isinstance(command, AmendOrder):
+            purpose = self._purpose.get(command.link_id, Purpose.ENTRY)
+            return Request.AMEND, purpose not in _RISK_ADDING
+        return Request.CANCEL, True
+
+    def _params(self, command: PlaceOrder | AmendOrder | CancelOrder) -> dict[str, Any]:
+        leg = command.leg
+        params: dict[str, Any] = {
+            "category": "spot" if leg is Leg.SPOT else "linear",
+            "symbol": self.symbols[leg],
+        }
+        if isinstance(command, PlaceOrder):
+            params["side"] = command.side.value
+            params["orderType"] = command.order_type.value
+            params["qty"] = _plain(command.qty)
+            if command.order_type is OrderType.LIMIT:
+                if command.price is None:
+                    raise ValueError(f"{command.link_id}: a limit order needs a price")
+                params["price"] = _plain(command.price)
+                params["timeInForce"] = "PostOnly" if command.post_only else "GTC"
+            elif leg is Leg.SPOT:
+                params["marketUnit"] = "baseCoin"  # the core's quantities are base units
+            if command.reduce_only and leg is Leg.PERP:
+                params["reduceOnly"] = True
+        elif isinstance(command, AmendOrder):
+            if command.qty is not None:
+                params["qty"] = _plain(command.qty)
+            if command.price is not None:
+                params["price"] = _plain(command.price)
+        params["orderLinkId"] = command.link_id
+        return params
+
+    async def _wait_for_budget(self, reduces_risk: bool) -> None:
+        if self.budget is None:
+            return
+        while (wait := self.budget.take(reduces_risk=reduces_risk)) > 0:
+            await asyncio.sleep(wait)
+
+    def _feed_budget(self, outcome: Outcome) -> None:
+        if (
+            self.budget is not None
+            and isinstance(outcome, Refused)
+            and outcome.code == RATE_LIMIT
+            and outcome.rate_limit is not None
+        ):
+            self.budget.penalise(outcome.rate_limit.reset_ms / 1000)
+
+    def _answer(self, link_id: str, request: Request, outcome: Outcome) -> Event:
+        if isinstance(outcome, Done):
+            try:
+                ack = msgspec.json.decode(outcome.result, type=OrderAck)
+            except msgspec.DecodeError:
+                return OutcomeUnknown(link_id=link_id, request=request, reason="malformed ack")
+            return Acknowledged(link_id=link_id, request=request, order_id=ack.order_id)
+        if isinstance(outcome, Refused):
+            return Rejected(
+                link_id=link_id,
+                request=request,
+                kind=outcome.kind,
+                code=str(outcome.code),
+                message=outcome.message,
+            )
+        return OutcomeUnknown(link_id=link_id, request=request, reason=outcome.reason)
+
+    async def _query(self, command: QueryOrder) -> list[Event]:
+        category = "spot" if command.leg is Leg.SPOT else "linear"
+        params = {"category": category, "orderLinkId": command.link_id}
+        for path in ("/v5/order/realtime", "/v5/order/history"):
+            outcome = await self.rest.get(path, params)
+            if not isinstance(outcome, Done):
+                return []  # cannot tell yet; the core asks again
+            try:
+                rows = msgspec.json.decode(outcome.result, type=ListResult).items
+                found = [u for u in order_updates(rows) if u.link_id == command.link_id]
+            except (msgspec.DecodeError, BybitError):
+                return []
+            if found:
+                return list(found)
+        sent = self._last_send_ms.get(command.link_id, self.started_ms)
+        if self.clock_ms() - sent > self.rest.recv_window_ms + _SAFETY_MS:
+            return [OrderNotFound(link_id=command.link_id)]
+        return []
