@@ -55,8 +55,12 @@ def _sim_command() -> list[str]:
     return [sys.executable, "-m", "exchange_sim.cli"]
 
 
-def sim_argv(state: Path | None, *, seed: int = SEED, scripted: bool = True) -> list[str]:
+def sim_argv(
+    state: Path | None, *, seed: int = SEED, scripted: bool = True, config: Path | None = None
+) -> list[str]:
     argv = [*_sim_command(), "--host", "127.0.0.1", "--port", "0", "--seed", str(seed)]
+    if config is not None:
+        argv += ["--config", str(config)]
     if scripted:
         argv.append("--scripted")
     if state is not None:
@@ -169,13 +173,15 @@ def _drain(stream: Any, lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
-def start_sim(state: Path | None, *, seed: int = SEED, scripted: bool = True) -> Sim:
+def start_sim(
+    state: Path | None, *, seed: int = SEED, scripted: bool = True, config: Path | None = None
+) -> Sim:
     """Start ``exchange-sim`` on a free port and wait for its ``listening on`` line."""
     log_dir = state.parent if state is not None else Path(os.environ.get("TMPDIR", "/tmp"))
     stderr_path = log_dir / f"exchange-sim-{uuid.uuid4().hex[:8]}.stderr"
     with open(stderr_path, "w") as stderr:
         proc = subprocess.Popen(
-            sim_argv(state, seed=seed, scripted=scripted),
+            sim_argv(state, seed=seed, scripted=scripted, config=config),
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,

@@ -44,6 +44,7 @@ class RateLimit:
 @dataclass(frozen=True, slots=True)
 class Done:
     result: bytes
+    body: bytes  # the whole envelope, for the parsers that take one
     rate_limit: RateLimit | None = None
 
 
@@ -169,7 +170,7 @@ class BybitRest:
         except msgspec.DecodeError:
             return Unknown("reply is not a V5 envelope", rate_limit=limits)
         if envelope.ret_code == 0:
-            return Done(bytes(envelope.result), rate_limit=limits)
+            return Done(bytes(envelope.result), body, rate_limit=limits)
         message = redact(envelope.ret_msg)
         kind = classify(envelope.ret_code)
         if kind is None:

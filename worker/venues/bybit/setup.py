@@ -1,0 +1,174 @@
+"""What a worker checks on Bybit before it may trade (issue 4, "Before trading").
+
+In order: the server clock is within the receive window of ours; both instruments exist and
+their rules and fee rates pass the instance's stage-2 check (``check_instance_against_venue``,
+the same messages and JSON paths as ``--check``); the account is a unified trading account;
+the perpetual is in one-way mode; its leverage is the configured one (set when it differs;
+Bybit's 110043 "not modified" is success). A refusal that the configuration must fix raises
+``SetupError`` with exit code 2; a venue that cannot be reached or answers nonsense raises it
+with exit code 1 (the hub restarts the worker with backoff).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+import msgspec
+
+from worker.core.config import InstanceConfig
+from worker.core.instruments import FeeRates, InstrumentRules
+from worker.core.venue_check import check_instance_against_venue
+from worker.venues.bybit.parse import BybitError, parse_fee_rates, parse_instruments, positions
+from worker.venues.bybit.rest import BybitRest, Done, Outcome, Refused
+from worker.venues.bybit.schemas import ListResult
+
+__all__ = ["LEVERAGE_UNCHANGED", "SetupError", "VenueSetup", "prepare"]
+
+LEVERAGE_UNCHANGED = 110043
+_UNIFIED = frozenset({3, 4, 5, 6})  # unifiedMarginStatus of unified trading accounts
+
+
+class SetupError(Exception):
+    def __init__(self, message: str, *, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class VenueSetup:
+    spot: InstrumentRules
+    perp: InstrumentRules
+    spot_fees: FeeRates
+    perp_fees: FeeRates
+    skew_ms: int
+    warnings: list[str]
+
+
+class _Time(msgspec.Struct, rename="camel"):
+    time_nano: str
+
+
+class _Ticker(msgspec.Struct, rename="camel"):
+    symbol: str
+    last_price: str
+
+
+class _Tickers(msgspec.Struct):
+    items: list[_Ticker] = msgspec.field(name="list", default_factory=list)
+
+
+class _AccountInfo(msgspec.Struct, rename="camel"):
+    unified_margin_status: int
+
+
+def _done(outcome: Outcome, what: str) -> Done:
+    if isinstance(outcome, Done):
+        return outcome
+    if isinstance(outcome, Refused):
+        raise SetupError(f"{what}: refused ({outcome.code}: {outcome.message})", exit_code=2)
+    raise SetupError(f"{what}: {outcome.reason}", exit_code=1)
+
+
+async def prepare(
+    rest: BybitRest, cfg: InstanceConfig, *, path: str, clock_ms: Callable[[], int]
+) -> VenueSetup:
+    try:
+        return await _prepare(rest, cfg, path, clock_ms)
+    except (BybitError, msgspec.DecodeError, ValueError) as exc:
+        raise SetupError(f"unexpected venue reply: {exc}", exit_code=1) from None
+
+
+async def _prepare(
+    rest: BybitRest, cfg: InstanceConfig, path: str, clock_ms: Callable[[], int]
+) -> VenueSetup:
+    sent = clock_ms()
+    server = _done(await rest.get("/v5/market/time", {}, auth=False), "server time")
+    local = (sent + clock_ms()) // 2
+    skew = int(msgspec.json.decode(server.result, type=_Time).time_nano) // 1_000_000 - local
+    if abs(skew) * 2 > rest.recv_window_ms:
+        raise SetupError(
+            f"the venue's clock differs from ours by {skew} ms (receive window "
+            f"{rest.recv_window_ms} ms): fix the system clock (NTP)",
+            exit_code=2,
+        )
+    rules: dict[str, InstrumentRules] = {}
+    fees: dict[str, FeeRates] = {}
+    prices: dict[str, Decimal] = {}
+    for category, symbol in (("spot", cfg.spot_symbol), ("linear", cfg.future_symbol)):
+        params = {"category": category, "symbol": symbol}
+        info = _done(await rest.get("/v5/market/instruments-info", params, auth=False), symbol)
+        found = [r for r in parse_instruments(info.body) if r.symbol == symbol]
+        if found:
+            rules[category] = found[0]
+        rates = _done(await rest.get("/v5/account/fee-rate", params), f"{symbol} fee rate")
+        fees.update({f"{category}:{k}": v for k, v in parse_fee_rates(rates.body).items()})
+        ticker = _done(await rest.get("/v5/market/tickers", params, auth=False), symbol)
+        for row in msgspec.json.decode(ticker.result, type=_Tickers).items:
+            if row.symbol == symbol and row.last_price:
+                prices[category] = Decimal(row.last_price)
+    check = check_instance_against_venue(
+        path=path,
+        spot_symbol=cfg.spot_symbol,
+        future_symbol=cfg.future_symbol,
+        order_qty=cfg.order_qty,
+        quote_coin=cfg.quote_coin,
+        entry_threshold_bps=cfg.entry_threshold_bps,
+        spot=rules.get("spot"),
+        perp=rules.get("linear"),
+        spot_fees=fees.get(f"spot:{cfg.spot_symbol}"),
+        perp_fees=fees.get(f"linear:{cfg.future_symbol}"),
+        spot_price=prices.get("spot"),
+        perp_price=prices.get("linear"),
+    )
+    if check.errors:
+        raise SetupError("\n".join(check.errors), exit_code=2)
+    info_outcome = _done(await rest.get("/v5/account/info", {}), "account info")
+    status = msgspec.json.decode(info_outcome.result, type=_AccountInfo).unified_margin_status
+    if status not in _UNIFIED:
+        raise SetupError(
+            f"the account is not a unified trading account (unifiedMarginStatus {status})",
+            exit_code=2,
+        )
+    await _one_way(rest, cfg.future_symbol)
+    await _leverage(rest, cfg.future_symbol, cfg.leverage)
+    return VenueSetup(
+        spot=rules["spot"],
+        perp=rules["linear"],
+        spot_fees=fees[f"spot:{cfg.spot_symbol}"],
+        perp_fees=fees[f"linear:{cfg.future_symbol}"],
+        skew_ms=skew,
+        warnings=list(check.warnings),
+    )
+
+
+class _PositionIdx(msgspec.Struct, rename="camel"):
+    position_idx: int = 0
+
+
+async def _one_way(rest: BybitRest, symbol: str) -> None:
+    listed = _done(
+        await rest.get("/v5/position/list", {"category": "linear", "symbol": symbol}),
+        f"{symbol} position",
+    )
+    rows = msgspec.json.decode(listed.result, type=ListResult).items
+    positions(rows)  # validates the rows' shape
+    for row in msgspec.json.decode(rows, type=list[_PositionIdx]):
+        if row.position_idx != 0:
+            raise SetupError(
+                f"{symbol} is in hedge mode (positionIdx {row.position_idx}); "
+                "switch the account to one-way mode",
+                exit_code=2,
+            )
+
+
+async def _leverage(rest: BybitRest, symbol: str, leverage: Decimal) -> None:
+    value = format(leverage, "f")
+    outcome = await rest.post(
+        "/v5/position/set-leverage",
+        {"category": "linear", "symbol": symbol, "buyLeverage": value, "sellLeverage": value},
+    )
+    if not isinstance(outcome, Done) and outcome.code == LEVERAGE_UNCHANGED:
+        return  # already at this leverage (Bybit answers "not modified")
+    _done(outcome, f"{symbol} leverage {value}")
