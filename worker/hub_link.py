@@ -39,6 +39,7 @@ class HubLink:
         self.retry_max_s = retry_max_s
         self.connected = False
         self.connections = 0
+        self.last_error = ""  # why the last connection was dropped by us
         self._status: ipc.Status | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._stopping = False
@@ -76,8 +77,9 @@ class HubLink:
         try:
             while (frame := await ipc.read_frame(reader)) is not None:
                 self.on_command(ipc.decode_down(frame))
-        except (ipc.ProtocolError, OSError):
-            pass  # a broken or confused hub: drop the connection and try again
+        except (ipc.ProtocolError, OSError) as exc:
+            # a broken or confused hub: remember why, drop the connection, try again
+            self.last_error = f"{type(exc).__name__}: {exc}"
         finally:
             beats.cancel()
             self.connected = False

@@ -274,6 +274,19 @@ def signed_request(
     return c.request(method, f"{sim.url}{target}", content=content, headers=headers)
 
 
+def resting_spot_buy(link_id: str) -> Json:
+    """A spot limit buy far below the default book: it rests and never trades."""
+    return {
+        "category": "spot",
+        "symbol": "BTCUSDT",
+        "side": "Buy",
+        "orderType": "Limit",
+        "qty": "0.001",
+        "price": "30000",
+        "orderLinkId": link_id,
+    }
+
+
 def clean_orders(sim: Sim) -> None:
     """Cancel every open order of the default account (tests share the books)."""
     for params in ({"category": "spot"}, {"category": "linear", "settleCoin": "USDT"}):

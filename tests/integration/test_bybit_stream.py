@@ -10,7 +10,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.integration.conftest import API_KEY, API_SECRET, Sim, signed_request
+from tests.integration.conftest import (
+    API_KEY,
+    API_SECRET,
+    Sim,
+    resting_spot_buy,
+    signed_request,
+)
 from worker.config_loader import ApiCredentials
 from worker.venues.bybit.stream import BybitSocket
 
@@ -108,15 +114,7 @@ def test_private_auth_and_order_pushes(sim: Sim) -> None:
             sim,
             "POST",
             "/v5/order/create",
-            {
-                "category": "spot",
-                "symbol": "BTCUSDT",
-                "side": "Buy",
-                "orderType": "Limit",
-                "qty": "0.001",
-                "price": "30000",
-                "orderLinkId": "stream-1",
-            },
+            resting_spot_buy("stream-1"),
         ).json()
         assert reply["retCode"] == 0
         probe.wait(

@@ -15,6 +15,7 @@ from tests.integration.conftest import (
     RawWS,
     Sim,
     _sim_command,
+    resting_spot_buy,
     running_sim,
     signed_request,
 )
@@ -89,15 +90,7 @@ def test_sigterm_stops_cleanly_and_keeps_the_state(tmp_path: Path) -> None:
             sim,
             "POST",
             "/v5/order/create",
-            {
-                "category": "spot",
-                "symbol": "BTCUSDT",
-                "side": "Buy",
-                "orderType": "Limit",
-                "qty": "0.001",
-                "price": "30000",
-                "orderLinkId": "term-1",
-            },
+            resting_spot_buy("term-1"),
         ).json()
         assert reply["retCode"] == 0, reply
         sim.proc.send_signal(signal.SIGTERM)

@@ -92,6 +92,7 @@ def test_a_garbage_frame_drops_the_connection_and_the_link_reconnects() -> None:
         await link.stop()
         await hub.stop()
         task.cancel()
+        assert link.last_error.startswith("ProtocolError")
         return link.connections
 
     with tempfile.TemporaryDirectory() as tmp:
