@@ -931,10 +931,18 @@ class Exchange:
         if order_id or link_id:
             found = account.find(category, order_id, link_id)
             return [found] if found is not None else []
+        try:
+            start = int(params.get("startTime") or 0)
+            end = int(params.get("endTime") or 0)
+        except ValueError:
+            raise VenueError(PARAMS, "params error: startTime or endTime invalid") from None
         return [
             o
             for o in reversed(account.orders)
-            if o.category == category and (not symbol or o.symbol == symbol)
+            if o.category == category
+            and (not symbol or o.symbol == symbol)
+            and o.created >= start
+            and (not end or o.created <= end)
         ]
 
     def open_orders(self, api_key: str, params: dict[str, Any]) -> Reply:

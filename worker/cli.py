@@ -1,8 +1,10 @@
 """``spot-future-arb``: the worker's command line.
 
-``--check`` validates the whole config file (stage 1 of §3) and prints the resolved settings of
-one instance, so an operator sees exactly what a worker would run with before anything starts.
-Exit codes follow §7: 0 ok, 2 configuration or usage error.
+Without ``--check`` it runs the instance until stopped (``worker.run``). ``--check``
+validates the whole config file (stage 1 of §3) and prints the resolved settings of one
+instance, so an operator sees exactly what a worker would run with before anything starts.
+Exit codes follow §7: 0 ok (clean stop), 1 crash, 2 configuration or usage error, 3 the
+instance is locked by another process, 4 unreadable or newer snapshot.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ import msgspec
 
 from worker.config_loader import inspect_account_file, load_config_with_warnings
 from worker.core.config import ConfigError, ConfigProblem, FleetConfig, InstanceConfig
+from worker.run import run
 
 __all__ = ["main"]
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
-NOT_BUILT = "spot-future-arb: the trading runtime is not built yet; only --check is available"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,12 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spot-future-arb`` console script; returns the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if not args.check:
-        print(NOT_BUILT, file=sys.stderr)
-        return EXIT_CONFIG
     if not args.config:
         parser.error("--config PATH is required (or set ARBHUB_CONFIG)")
-    return _check(args.config, args.instance)
+    if args.check:
+        return _check(args.config, args.instance)
+    return run(args.config, args.instance)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import msgspec
 
 __all__ = [
     "MAX_FRAME",
+    "SOCKET_NAME",
     "CancelEntry",
     "ClearRisk",
     "Down",
@@ -38,6 +39,7 @@ __all__ = [
 
 MAX_FRAME = 1 << 20
 _HEADER = 4
+SOCKET_NAME = "ipc.sock"  # in the hub's run_dir; a worker started by hand finds it there
 
 
 class ProtocolError(ValueError):
@@ -78,6 +80,8 @@ class Status(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     risk_blocked: str | None
     error: str | None
     updated_ms: int
+    blocked: str | None = None  # why an entry is held back (balance, notional), not an error
+    syncing: bool = False  # resyncing with the venue after a start: not trading yet
 
 
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True, tag=True):

@@ -9,6 +9,8 @@ is keyed by its execution id, so a fill seen twice (stream and REST resync) is s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
@@ -26,8 +28,10 @@ __all__ = [
     "ErrorRecord",
     "FillRecord",
     "Journal",
+    "JournalWriter",
     "OrderRecord",
     "TransitionRecord",
+    "journal_path",
 ]
 
 
@@ -233,3 +237,37 @@ class Journal:
     def cycles(self) -> list[CycleRecord]:
         with Session(self.engine) as session:
             return list(session.exec(select(CycleRecord).order_by(CycleRecord.number)))  # type: ignore[arg-type]
+
+
+def journal_path(state_path: Path) -> Path:
+    """The journal beside the snapshot: ``state/btc.json`` → ``state/btc.journal.sqlite``."""
+    return state_path.with_name(state_path.stem + ".journal.sqlite")
+
+
+class JournalWriter:
+    """Journal writes on one background thread, in order, so SQLite never delays the loop.
+
+    A write that fails is counted and remembered, never raised into the trading path: the
+    snapshot, not the journal, is what the worker resumes from.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self._journal = self._pool.submit(Journal, path).result()
+        self.failures = 0
+        self.last_error = ""
+
+    def submit(self, write: Callable[[Journal], object]) -> None:
+        self._pool.submit(self._write, write)
+
+    def _write(self, write: Callable[[Journal], object]) -> None:
+        try:
+            write(self._journal)
+        except Exception as exc:  # a journal problem must not stop trading
+            self.failures += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+
+    def close(self) -> None:
+        """Finish every queued write, then close the database."""
+        self._pool.shutdown(wait=True)
+        self._journal.close()

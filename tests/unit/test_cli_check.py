@@ -17,7 +17,6 @@ REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "algo" / "spot-future-arb" / "config.json"
 SCRIPT = Path(sys.executable).parent / "spot-future-arb"
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "worker.cli"]
-NOT_BUILT = "spot-future-arb: the trading runtime is not built yet; only --check is available"
 SECRET = "S3CR3T-must-never-appear-abcdef0123"
 KEY = "K3Y-must-never-appear-9876543210"
 
@@ -188,11 +187,11 @@ def test_missing_config_file(tmp_path: Path) -> None:
     )
 
 
-def test_without_check_the_runtime_is_not_built() -> None:
+def test_a_sim_worker_without_the_simulators_address_is_a_config_error() -> None:
     result = run("--config", str(SHIPPED), "--instance", "btc")
     assert result.returncode == 2
-    assert result.stdout == ""
-    assert result.stderr == NOT_BUILT + "\n"
+    line = json.loads(result.stdout.splitlines()[-1])
+    assert line["event"] == "config_error" and "ARBHUB_ENDPOINTS" in line["detail"]
 
 
 @pytest.mark.parametrize("args", [["--bogus"], ["--check"], ["--check", "--config"]])

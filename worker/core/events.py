@@ -95,7 +95,11 @@ class WalletBalance(msgspec.Struct, frozen=True, kw_only=True, tag=True):
 
 
 class FundingPayment(msgspec.Struct, frozen=True, kw_only=True, tag=True):
-    """Funding settled on the perp: positive received, negative paid (quote units)."""
+    """Funding settled on the perp: positive received, negative paid (quote units).
+
+    One settlement per ``ts_ms``: the stream and a REST resync may both report it, and only
+    settlements after the last one counted (and after the state was created) are applied.
+    """
 
     amount: Decimal
     ts_ms: int
@@ -136,6 +140,23 @@ class Restarted(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     block_end: int = 0
 
 
+class Resyncing(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """The worker process started and is about to replay what the venue says (orders,
+    executions, balances); no decision is made until ``Restarted`` ends the resync."""
+
+
+class VenueMismatch(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """The resync found the exchange holding something the state cannot explain: halt.
+
+    ``perp_qty`` is the exchange's signed perp position; an operator ``Flatten`` unwinds that
+    (the exchange's truth), and ``Resume`` is refused while it differs from the state's.
+    """
+
+    detail: str
+    perp_qty: Decimal
+    perp_avg_price: Decimal
+
+
 class Clear(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     """Reset to flat with a new id epoch; only when nothing is held or working."""
 
@@ -159,6 +180,8 @@ Event = (
     | Flatten
     | ClearRisk
     | Resume
+    | Resyncing
     | Restarted
+    | VenueMismatch
     | Clear
 )

@@ -240,6 +240,7 @@ class CoreState(msgspec.Struct, kw_only=True):
     fees: Decimal = ZERO  # quote units (base-coin fees valued at their fill price)
     other_fees: dict[str, Decimal] = msgspec.field(default_factory=dict)  # coins we cannot value
     funding: Decimal = ZERO
+    funding_last_ms: int = 0  # the newest funding settlement counted
     day: int = -1  # UTC day number of the daily-loss window
     day_pnl_base: Decimal = ZERO  # net PnL at the start of the window
     risk_blocked: bool = False
@@ -250,6 +251,8 @@ class CoreState(msgspec.Struct, kw_only=True):
     wallet_version: int = 0
     stopping: bool = False
     stopped: bool = False
+    syncing: bool = False  # a restarted worker replays the venue's facts: no decisions yet
+    venue_perp_qty: Decimal | None = None  # the exchange's perp after a mismatch, until flatten
     flattening: bool = False
     halt_reason: str = ""
     halt_detail: str = ""

@@ -20,6 +20,7 @@ class SnapshotError(Exception):
 class Snapshot(msgspec.Struct, kw_only=True):
     version: int
     state: CoreState
+    serial: int = 0  # rises with every write: the newer of two copies wins
 
 
 class _Header(msgspec.Struct):
@@ -31,11 +32,15 @@ _decoder = msgspec.json.Decoder(Snapshot)
 _header_decoder = msgspec.json.Decoder(_Header)
 
 
-def encode(state: CoreState) -> bytes:
-    return _encoder.encode(Snapshot(version=SNAPSHOT_VERSION, state=state))
+def encode(state: CoreState, serial: int = 0) -> bytes:
+    return _encoder.encode(Snapshot(version=SNAPSHOT_VERSION, state=state, serial=serial))
 
 
 def decode(data: bytes, *, source: str = "snapshot") -> CoreState:
+    return decode_with_serial(data, source=source)[0]
+
+
+def decode_with_serial(data: bytes, *, source: str = "snapshot") -> tuple[CoreState, int]:
     try:
         version = _header_decoder.decode(data).version
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -52,7 +57,8 @@ def decode(data: bytes, *, source: str = "snapshot") -> CoreState:
     if version < 1:
         raise SnapshotError(f"{source} has an invalid version {version}")
     try:
-        return _decoder.decode(data).state
+        decoded = _decoder.decode(data)
+        return decoded.state, decoded.serial
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise SnapshotError(
             f"{source} is unreadable ({exc}); restore it from a backup or "

@@ -50,8 +50,10 @@ from worker.core.events import (
     Rejected,
     Restarted,
     Resume,
+    Resyncing,
     Stop,
     Tick,
+    VenueMismatch,
     WalletBalance,
 )
 from worker.core.ids import allocate, issued_before, owns, skip_open_block
@@ -126,7 +128,9 @@ class Core:
             Flatten: self._on_flatten,
             ClearRisk: self._on_clear_risk,
             Resume: self._on_resume,
+            Resyncing: self._on_resyncing,
             Restarted: self._on_restarted,
+            VenueMismatch: self._on_mismatch,
             Clear: self._on_clear,
         }
         self._phase_deciders: dict[Phase, Callable[[CoreState, int, Out], None]] = {
@@ -407,6 +411,10 @@ class Core:
         return True
 
     def _on_funding(self, s: CoreState, ev: FundingPayment, now: int, out: Out) -> bool:
+        if ev.ts_ms <= max(s.funding_last_ms, s.ids.origin * 1000):
+            s.duplicates_ignored += 1  # counted already, or settled before this state existed
+            return False
+        s.funding_last_ms = ev.ts_ms
         s.funding += ev.amount
         self._check_daily_loss(s, out)
         return True
@@ -424,6 +432,9 @@ class Core:
 
     def _on_flatten(self, s: CoreState, ev: Flatten, now: int, out: Out) -> bool:
         s.entries_paused = True  # after an operator flatten the row waits for Resume
+        if s.venue_perp_qty is not None and s.phase is Phase.HALTED:
+            # the operator flattens what the exchange holds, not what the snapshot believed
+            s.perp.qty, s.venue_perp_qty = s.venue_perp_qty, None
         if s.phase is Phase.UNWINDING:
             s.flattening = True
             if s.cycle is not None:
@@ -458,6 +469,15 @@ class Core:
                 return True
             out.append(ReportRefused(command="resume", reason="not halted and not paused"))
             return False
+        if s.venue_perp_qty is not None and s.venue_perp_qty != s.perp.qty:
+            out.append(
+                ReportRefused(
+                    command="resume",
+                    reason=f"the exchange's perp position {s.venue_perp_qty} differs from "
+                    f"the snapshot's {s.perp.qty}: flatten, or reconcile and clear",
+                )
+            )
+            return False
         if s.orders:
             out.append(
                 ReportRefused(
@@ -490,8 +510,19 @@ class Core:
         self._go(s, trigger, out, "operator resume after reconcile")
         return True
 
+    def _on_resyncing(self, s: CoreState, ev: Resyncing, now: int, out: Out) -> bool:
+        s.syncing = True
+        return False
+
+    def _on_mismatch(self, s: CoreState, ev: VenueMismatch, now: int, out: Out) -> bool:
+        s.venue_perp_qty = ev.perp_qty
+        if ev.perp_qty != s.perp.qty and ev.perp_qty and not s.perp.qty:
+            s.perp.avg_price = ev.perp_avg_price  # a position the snapshot never had
+        self._halt(s, out, "venue mismatch", ev.detail)
+        return True
+
     def _on_restarted(self, s: CoreState, ev: Restarted, now: int, out: Out) -> bool:
-        s.stopping = s.stopped = False
+        s.stopping = s.stopped = s.syncing = False
         s.ids.block_end = max(s.ids.block_end, ev.block_end)  # reserved after the snapshot
         skip_open_block(s.ids)
         return True
@@ -566,7 +597,7 @@ class Core:
     # ------------------------------------------------------------------ the decision pass
 
     def _decide(self, s: CoreState, now: int, out: Out) -> None:
-        if s.stopped:
+        if s.stopped or s.syncing:
             return
         day = now // DAY_MS
         if day != s.day:

@@ -338,8 +338,12 @@ def order_updates(data: bytes | msgspec.Raw) -> list[OrderUpdate]:
     return updates
 
 
-def executions(data: bytes | msgspec.Raw) -> list[Execution | FundingPayment]:
-    """Execution rows as fills, and funding settlements (positive: received)."""
+def executions(
+    data: bytes | msgspec.Raw, *, funding_symbol: str | None = None
+) -> list[Execution | FundingPayment]:
+    """Execution rows as fills, and funding settlements (positive: received); with
+    ``funding_symbol`` only that perp's settlements (the account's others belong to other
+    instances)."""
     out: list[Execution | FundingPayment] = []
     for row in _rows(data, ExecutionRow):
         try:
@@ -347,6 +351,8 @@ def executions(data: bytes | msgspec.Raw) -> list[Execution | FundingPayment]:
         except ValueError:
             raise BybitError(f"execution {row.exec_id}: execTime {row.exec_time!r}") from None
         if row.exec_type == "Funding":
+            if funding_symbol is not None and row.symbol != funding_symbol:
+                continue
             paid = _decimal(row.exec_fee, "execFee", allow_negative=True)
             out.append(FundingPayment(amount=-paid, ts_ms=exec_ms))
         elif row.exec_type in _TRADES:

@@ -4,7 +4,9 @@ In order: the server clock is within the receive window of ours; both instrument
 their rules and fee rates pass the instance's stage-2 check (``check_instance_against_venue``,
 the same messages and JSON paths as ``--check``); the account is a unified trading account;
 the perpetual is in one-way mode; its leverage is the configured one (set when it differs;
-Bybit's 110043 "not modified" is success). A refusal that the configuration must fix raises
+Bybit's 110043 "not modified" is success). A dry-run without API keys (``private=False``)
+checks only what is public and assumes Bybit's base-tier fee rates, with a warning. A
+refusal that the configuration must fix raises
 ``SetupError`` with exit code 2; a venue that cannot be reached or answers nonsense raises it
 with exit code 1 (the hub restarts the worker with backoff).
 """
@@ -12,7 +14,6 @@ with exit code 1 (the hub restarts the worker with backoff).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from decimal import Decimal
 
 import msgspec
@@ -23,10 +24,16 @@ from worker.core.venue_check import check_instance_against_venue
 from worker.venues.bybit.parse import BybitError, parse_fee_rates, parse_instruments, positions
 from worker.venues.bybit.rest import BybitRest, Done, Outcome, Refused
 from worker.venues.bybit.schemas import ListResult
+from worker.venues.types import VenueSetup
 
 __all__ = ["LEVERAGE_UNCHANGED", "SetupError", "VenueSetup", "prepare"]
 
 LEVERAGE_UNCHANGED = 110043
+# Bybit's non-VIP rates, assumed by a dry-run that has no keys to ask for the account's own
+BASE_TIER_FEES = {
+    "spot": FeeRates(maker=Decimal("0.001"), taker=Decimal("0.001")),
+    "linear": FeeRates(maker=Decimal("0.0002"), taker=Decimal("0.00055")),
+}
 _UNIFIED = frozenset({3, 4, 5, 6})  # unifiedMarginStatus of unified trading accounts
 
 
@@ -34,16 +41,6 @@ class SetupError(Exception):
     def __init__(self, message: str, *, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-@dataclass(frozen=True)
-class VenueSetup:
-    spot: InstrumentRules
-    perp: InstrumentRules
-    spot_fees: FeeRates
-    perp_fees: FeeRates
-    skew_ms: int
-    warnings: list[str]
 
 
 class _Time(msgspec.Struct, rename="camel"):
@@ -72,16 +69,29 @@ def _done(outcome: Outcome, what: str) -> Done:
 
 
 async def prepare(
-    rest: BybitRest, cfg: InstanceConfig, *, path: str, clock_ms: Callable[[], int]
+    rest: BybitRest,
+    cfg: InstanceConfig,
+    *,
+    path: str,
+    clock_ms: Callable[[], int],
+    private: bool = True,
+    trading: bool = True,
 ) -> VenueSetup:
+    """``private``: API keys are at hand (fee rates are the account's); ``trading``: orders
+    will be sent, so the account's mode and the leverage are checked and set."""
     try:
-        return await _prepare(rest, cfg, path, clock_ms)
+        return await _prepare(rest, cfg, path, clock_ms, private, private and trading)
     except (BybitError, msgspec.DecodeError, ValueError) as exc:
         raise SetupError(f"unexpected venue reply: {exc}", exit_code=1) from None
 
 
 async def _prepare(
-    rest: BybitRest, cfg: InstanceConfig, path: str, clock_ms: Callable[[], int]
+    rest: BybitRest,
+    cfg: InstanceConfig,
+    path: str,
+    clock_ms: Callable[[], int],
+    private: bool,
+    trading: bool,
 ) -> VenueSetup:
     sent = clock_ms()
     server = _done(await rest.get("/v5/market/time", {}, auth=False), "server time")
@@ -102,8 +112,11 @@ async def _prepare(
         found = [r for r in parse_instruments(info.body) if r.symbol == symbol]
         if found:
             rules[category] = found[0]
-        rates = _done(await rest.get("/v5/account/fee-rate", params), f"{symbol} fee rate")
-        fees.update({f"{category}:{k}": v for k, v in parse_fee_rates(rates.body).items()})
+        if private:
+            rates = _done(await rest.get("/v5/account/fee-rate", params), f"{symbol} fee rate")
+            fees.update({f"{category}:{k}": v for k, v in parse_fee_rates(rates.body).items()})
+        else:
+            fees[f"{category}:{symbol}"] = BASE_TIER_FEES[category]
         ticker = _done(await rest.get("/v5/market/tickers", params, auth=False), symbol)
         for row in msgspec.json.decode(ticker.result, type=_Tickers).items:
             if row.symbol == symbol and row.last_price:
@@ -124,6 +137,22 @@ async def _prepare(
     )
     if check.errors:
         raise SetupError("\n".join(check.errors), exit_code=2)
+    warnings = list(check.warnings)
+    if trading:
+        await _account(rest, cfg)
+    if not private:
+        warnings.append("dry-run without API keys: Bybit's base-tier fee rates are assumed")
+    return VenueSetup(
+        spot=rules["spot"],
+        perp=rules["linear"],
+        spot_fees=fees[f"spot:{cfg.spot_symbol}"],
+        perp_fees=fees[f"linear:{cfg.future_symbol}"],
+        skew_ms=skew,
+        warnings=warnings,
+    )
+
+
+async def _account(rest: BybitRest, cfg: InstanceConfig) -> None:
     info_outcome = _done(await rest.get("/v5/account/info", {}), "account info")
     status = msgspec.json.decode(info_outcome.result, type=_AccountInfo).unified_margin_status
     if status not in _UNIFIED:
@@ -133,14 +162,6 @@ async def _prepare(
         )
     await _one_way(rest, cfg.future_symbol)
     await _leverage(rest, cfg.future_symbol, cfg.leverage)
-    return VenueSetup(
-        spot=rules["spot"],
-        perp=rules["linear"],
-        spot_fees=fees[f"spot:{cfg.spot_symbol}"],
-        perp_fees=fees[f"linear:{cfg.future_symbol}"],
-        skew_ms=skew,
-        warnings=list(check.warnings),
-    )
 
 
 class _PositionIdx(msgspec.Struct, rename="camel"):

@@ -1,0 +1,135 @@
+"""Whole trading cycles: a real worker process against a real scripted exchange-sim.
+
+Each test drives the simulator's books and trades through its admin API and checks three
+independent views: the simulator's own orders and account (the truth), the worker's durable
+snapshot, and its log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Json, Sim, running_sim
+from tests.integration.worker_harness import (
+    Market,
+    WorkerProc,
+    own_orders,
+    running_worker,
+    wait_for,
+    write_config,
+)
+from worker.core.model import Phase
+
+D = Decimal
+QTY = D("0.01")
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[Sim]:
+    """A simulator of the test's own: workers change its account."""
+    with running_sim(tmp_path / "sim-state") as own:
+        yield own
+
+
+@pytest.fixture
+def market(sim: Sim) -> Market:
+    m = Market(sim)
+    m.depth = "0.5"
+    m.at("50000", "0")
+    return m
+
+
+def open_order(sim: Sim, category: str, side: str) -> Json:
+    def find() -> Json | None:
+        found = [
+            o
+            for o in own_orders(sim)
+            if o["category"] == category and o["side"] == side and o["orderStatus"] == "New"
+        ]
+        return found[0] if len(found) == 1 else None
+
+    result: Json = wait_for(find, message=f"one open {category} {side} order")
+    return result
+
+
+def perp_position(sim: Sim) -> Decimal:
+    for pos in sim.account()["positions"]:
+        if pos["symbol"] == "BTCUSDT":
+            size = D(pos["size"])
+            return size if pos["side"] == "Buy" else -size
+    return D(0)
+
+
+def spot_btc(sim: Sim) -> Decimal:
+    return D(sim.account()["balances"]["BTC"]["walletBalance"])
+
+
+def started(config: Path) -> WorkerProc:
+    worker = WorkerProc(config)
+    worker.wait_event("resynced", timeout=30)
+    return worker
+
+
+def test_long_cycle_chase_fill_race_hedge_carry_and_unwind(
+    tmp_path: Path, sim: Sim, market: Market
+) -> None:
+    btc_before = spot_btc(sim)
+    with running_worker(write_config(tmp_path, sim)) as worker:
+        worker.wait_event("resynced", timeout=30)
+        # basis above the threshold: a PostOnly spot buy at the best bid
+        market.at("50000", "15")
+        entry = open_order(sim, "spot", "Buy")
+        assert entry["timeInForce"] == "PostOnly" and D(entry["price"]) == D("50000")
+        # a small move: the same order is amended to the new touch
+        market.spot("50001", "50001.1")
+        market.perp("50076", "50076.1")
+        wait_for(
+            lambda: D(sim.order(entry["orderLinkId"])["price"]) == D("50001"),  # type: ignore[index]
+            message="entry amended to 50001",
+        )
+        assert open_order(sim, "spot", "Buy")["orderLinkId"] == entry["orderLinkId"]
+        # a large move (6 bps > chase_max_slip_bps 3): cancel and replace
+        market.spot("50030", "50030.1")
+        market.perp("50106", "50106.1")
+        replaced = wait_for(
+            lambda: [
+                o
+                for o in own_orders(sim)
+                if o["side"] == "Buy" and o["orderStatus"] == "New" and D(o["price"]) == D("50030")
+            ],
+            message="a replacing entry at 50030",
+        )[0]
+        assert replaced["orderLinkId"] != entry["orderLinkId"]
+        assert sim.order(entry["orderLinkId"])["orderStatus"] == "Cancelled"  # type: ignore[index]
+        # a trade through it: filled; the race starts
+        sim.trade("spot", "BTCUSDT", "Sell", "50030", "0.52")
+        hedge = open_order(sim, "linear", "Sell")
+        spot_exit = open_order(sim, "spot", "Sell")
+        assert hedge["timeInForce"] == "PostOnly" and D(hedge["price"]) == D("50106.1")
+        assert D(spot_exit["price"]) == D("50030.1")  # max(best ask, entry price)
+        assert D(hedge["qty"]) == QTY
+        # the perp hedge fills first: the spot exit is cancelled, carry_hedged
+        sim.trade("linear", "BTCUSDT", "Buy", "50106.1", "0.52")
+        worker.wait_state(lambda s: s.phase is Phase.CARRY_HEDGED)
+        wait_for(
+            lambda: sim.order(spot_exit["orderLinkId"])["orderStatus"] == "Cancelled",  # type: ignore[index]
+            message="spot exit cancelled",
+        )
+        assert perp_position(sim) == -QTY
+        assert spot_btc(sim) - btc_before >= QTY  # bought, net of the base-coin fee
+        state = worker.state()
+        assert state.perp.qty == -QTY and state.spot.qty == spot_btc(sim) - btc_before
+        # the basis reverts below the exit threshold (the trades emptied one side of each
+        # book, so both are set again): both legs unwound by market orders
+        market.spot("50030", "50030.1")
+        market.perp("50030.5", "50030.6")
+        worker.wait_state(lambda s: s.phase is Phase.FLAT and s.cycles_done == 1)
+        assert perp_position(sim) == 0
+        assert not [o for o in own_orders(sim) if o["orderStatus"] in ("New", "PartiallyFilled")]
+        cycle = worker.wait_event("cycle")
+        assert cycle["number"] == 1
+        assert worker.stop() == 0
