@@ -133,3 +133,112 @@ def test_long_cycle_chase_fill_race_hedge_carry_and_unwind(
         cycle = worker.wait_event("cycle")
         assert cycle["number"] == 1
         assert worker.stop() == 0
+
+
+def test_short_cycle_mirror_spot_exit_wins_back_to_flat(
+    tmp_path: Path, sim: Sim, market: Market
+) -> None:
+    """Negative basis: a spot sell at the best ask; the spot buy-back wins the race."""
+    btc_before = spot_btc(sim)
+    with running_worker(write_config(tmp_path, sim)) as worker:
+        worker.wait_event("resynced", timeout=30)
+        market.at("50000", "-15")
+        entry = open_order(sim, "spot", "Sell")
+        assert entry["timeInForce"] == "PostOnly" and D(entry["price"]) == D("50000.1")
+        assert D(entry["qty"]) == QTY  # a sell pays its fee in the quote coin: no gross-up
+        sim.trade("spot", "BTCUSDT", "Buy", "50000.1", "0.52")
+        market.spot("50000", "50000.1")
+        hedge = open_order(sim, "linear", "Buy")
+        spot_exit = open_order(sim, "spot", "Buy")
+        assert D(hedge["price"]) == D(market.sim.order(hedge["orderLinkId"])["price"])  # type: ignore[index]
+        assert D(spot_exit["price"]) == D("50000")  # min(best bid, entry price)
+        # the spot exit fills first: the hedge is cancelled, the fill is given back
+        sim.trade("spot", "BTCUSDT", "Sell", "50000", "0.52")
+        worker.wait_state(lambda s: s.phase is Phase.FLAT and s.cycles_done == 1)
+        wait_for(
+            lambda: sim.order(hedge["orderLinkId"])["orderStatus"] == "Cancelled",  # type: ignore[index]
+            message="hedge cancelled",
+        )
+        assert perp_position(sim) == 0
+        state = worker.state()
+        assert state.perp.qty == 0
+        assert state.spot.qty == spot_btc(sim) - btc_before  # the buy-back's fee dust
+        assert worker.stop() == 0
+
+
+def test_both_exits_fill_and_the_excess_perp_is_closed_by_a_market_order(
+    tmp_path: Path, sim: Sim, market: Market
+) -> None:
+    with running_worker(write_config(tmp_path, sim)) as worker:
+        worker.wait_event("resynced", timeout=30)
+        market.at("50000", "15")
+        open_order(sim, "spot", "Buy")
+        sim.trade("spot", "BTCUSDT", "Sell", "50000", "0.52")
+        market.spot("50000", "50000.1")
+        hedge = open_order(sim, "linear", "Sell")
+        spot_exit = open_order(sim, "spot", "Sell")
+        # both exits fill before the worker's cancel can land: its requests are slowed down
+        sim.fault("latency", rest_ms=400)
+        sim.trade("linear", "BTCUSDT", "Buy", hedge["price"], "0.52")
+        sim.trade("spot", "BTCUSDT", "Buy", spot_exit["price"], "0.52")
+        sim.fault("clear")
+        market.at("50000", "5")
+        closing = wait_for(
+            lambda: [
+                o
+                for o in own_orders(sim)
+                if o["category"] == "linear" and o["orderType"] == "Market" and o["side"] == "Buy"
+            ],
+            message="a market perp buy closing the excess",
+        )
+        assert D(closing[0]["qty"]) == QTY
+        worker.wait_state(lambda s: s.phase is Phase.FLAT and not s.orders)
+        assert perp_position(sim) == 0
+        assert worker.state().perp.qty == 0
+        assert worker.stop() == 0
+
+
+def test_emergency_unwind_from_carry(tmp_path: Path, sim: Sim, market: Market) -> None:
+    with running_worker(write_config(tmp_path, sim)) as worker:
+        worker.wait_event("resynced", timeout=30)
+        market.at("50000", "15")
+        open_order(sim, "spot", "Buy")
+        sim.trade("spot", "BTCUSDT", "Sell", "50000", "0.52")
+        market.spot("50000", "50000.1")
+        hedge = open_order(sim, "linear", "Sell")
+        sim.trade("linear", "BTCUSDT", "Buy", hedge["price"], "0.52")
+        worker.wait_state(lambda s: s.phase is Phase.CARRY_HEDGED)
+        # the basis widens past emergency_unwind_bps (60): both legs market-unwound at once
+        market.at("50000", "80")
+        line = worker.wait_event("transition", target="unwinding")
+        assert line["trigger"] == "emergency"
+        # (flat again, the wide basis is a new entry signal: only the unwind is checked)
+        worker.wait_state(lambda s: s.cycles_done == 1 and s.perp.qty == 0)
+        assert worker.wait_event("cycle")["ended_by"] == "emergency"
+        assert perp_position(sim) == 0
+        assert worker.stop() == 0
+
+
+def test_max_unhedged_ms_forces_a_market_hedge(tmp_path: Path, sim: Sim, market: Market) -> None:
+    config = write_config(tmp_path, sim, max_unhedged_ms=1000)
+    with running_worker(config) as worker:
+        worker.wait_event("resynced", timeout=30)
+        market.at("50000", "15")
+        open_order(sim, "spot", "Buy")
+        sim.trade("spot", "BTCUSDT", "Sell", "50000", "0.52")
+        market.spot("50000", "50000.1")
+        open_order(sim, "linear", "Sell")
+        # nobody trades against either exit: after max_unhedged_ms a market perp sell hedges
+        market_hedge = wait_for(
+            lambda: [
+                o
+                for o in own_orders(sim)
+                if o["category"] == "linear" and o["orderType"] == "Market" and o["side"] == "Sell"
+            ],
+            timeout=10,
+            message="a market perp hedge",
+        )
+        assert D(market_hedge[0]["qty"]) == QTY
+        worker.wait_state(lambda s: s.phase is Phase.CARRY_HEDGED)
+        assert perp_position(sim) == -QTY
+        assert worker.stop() == 0

@@ -124,22 +124,31 @@ class WorkerProc:
     def events(self, name: str) -> list[Json]:
         return [line for line in self.lines() if line.get("event") == name]
 
-    def wait_log(self, predicate: Callable[[Json], bool], timeout: float = WAIT_S) -> Json:
+    def mark(self) -> int:
+        """The number of log lines so far: ``wait_log(..., after=mark)`` skips them."""
+        return len(self.lines())
+
+    def wait_log(
+        self, predicate: Callable[[Json], bool], timeout: float = WAIT_S, *, after: int = 0
+    ) -> Json:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for line in self.lines():
+            for line in self.lines()[after:]:
                 if predicate(line):
                     return line
             self.assert_alive()
             time.sleep(0.05)
         raise AssertionError(f"no such log line within {timeout} s:\n{self.tail()}")
 
-    def wait_event(self, name: str, timeout: float = WAIT_S, **fields: Any) -> Json:
+    def wait_event(
+        self, name: str, timeout: float = WAIT_S, *, after: int = 0, **fields: Any
+    ) -> Json:
         return self.wait_log(
             lambda line: (
                 line.get("event") == name and all(line.get(k) == v for k, v in fields.items())
             ),
             timeout,
+            after=after,
         )
 
     def tail(self, n: int = 40) -> str:

@@ -1,0 +1,230 @@
+"""A worker's life around the trading: stop, restart, mismatch, hub commands, dry-run, exit
+codes. Real worker processes, a real scripted simulator, and the real IPC protocol (a stub
+stands in for the hub, which is not part of this tier)."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Sim, running_sim
+from tests.integration.test_worker_cycle import open_order, perp_position
+from tests.integration.worker_harness import (
+    HubStub,
+    Market,
+    WorkerProc,
+    own_orders,
+    running_worker,
+    wait_for,
+    write_config,
+)
+from worker import ipc
+from worker.core.model import Phase
+
+D = Decimal
+QTY = D("0.01")
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[Sim]:
+    with running_sim(tmp_path / "sim-state") as own:
+        yield own
+
+
+@pytest.fixture
+def market(sim: Sim) -> Market:
+    m = Market(sim)
+    m.depth = "0.5"
+    m.at("50000", "0")
+    return m
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[HubStub]:
+    (tmp_path / "run").mkdir()
+    stub = HubStub(tmp_path / "run" / ipc.SOCKET_NAME)
+    yield stub
+    stub.close()
+
+
+def log_lines(folder: Path, instance: str = "btc") -> int:
+    """Lines in the instance's log so far (a restarted worker appends to it)."""
+    return len((folder / f"{instance}.log").read_text().splitlines())
+
+
+def into_race(worker: WorkerProc, sim: Sim, market: Market) -> None:
+    market.at("50000", "15")
+    open_order(sim, "spot", "Buy")
+    sim.trade("spot", "BTCUSDT", "Sell", "50000", "0.52")
+    market.spot("50000", "50000.1")
+    open_order(sim, "linear", "Sell")
+    open_order(sim, "spot", "Sell")
+    worker.wait_state(lambda s: s.phase is Phase.RACE_EXIT and len(s.orders) == 2)
+
+
+def test_stop_in_race_exit_cancels_the_spot_exit_and_leaves_the_hedge_working(
+    tmp_path: Path, sim: Sim, market: Market
+) -> None:
+    config = write_config(tmp_path, sim)
+    with running_worker(config) as worker:
+        worker.wait_event("resynced", timeout=30)
+        into_race(worker, sim, market)
+        assert worker.stop() == 0
+    working = [o for o in own_orders(sim) if o["orderStatus"] == "New"]
+    assert [(o["category"], o["side"]) for o in working] == [("linear", "Sell")]
+    assert not [o for o in own_orders(sim) if o["orderType"] == "Market"]  # never unwinds
+    state = WorkerProc.__new__(WorkerProc)
+    state.folder, state.instance = tmp_path, "btc"
+    saved = state.state()
+    assert saved.phase is Phase.RACE_EXIT and saved.stopped
+    assert [o.link_id for o in saved.orders.values()] == [working[0]["orderLinkId"]]
+    # restarted: it resumes the race; the hedge fills while it runs → carry_hedged
+    before = log_lines(tmp_path)
+    with running_worker(config) as worker:
+        worker.wait_event("resynced", timeout=30, after=before)
+        sim.trade("linear", "BTCUSDT", "Buy", working[0]["price"], "0.52")
+        worker.wait_state(lambda s: s.phase is Phase.CARRY_HEDGED)
+        assert perp_position(sim) == -QTY
+        assert worker.stop() == 0
+
+
+def test_a_fill_while_stopped_is_applied_at_restart(
+    tmp_path: Path, sim: Sim, market: Market
+) -> None:
+    config = write_config(tmp_path, sim)
+    with running_worker(config) as worker:
+        worker.wait_event("resynced", timeout=30)
+        into_race(worker, sim, market)
+        assert worker.stop() == 0
+    hedge = open_order(sim, "linear", "Sell")
+    sim.trade("linear", "BTCUSDT", "Buy", hedge["price"], "0.52")  # fills while nobody runs
+    before = log_lines(tmp_path)
+    with running_worker(config) as worker:
+        line = worker.wait_event("resynced", timeout=30, after=before)
+        assert line["halted"] is False and line["perp"] == "-0.010"
+        worker.wait_state(lambda s: s.phase is Phase.CARRY_HEDGED)
+        assert worker.stop() == 0
+
+
+def test_mismatch_at_start_halts_with_the_difference_then_flatten_brings_it_flat(
+    tmp_path: Path, sim: Sim, market: Market, hub: HubStub
+) -> None:
+    config = write_config(tmp_path, sim)
+    with running_worker(config) as worker:
+        worker.wait_event("resynced", timeout=30)
+        into_race(worker, sim, market)
+        hedge = open_order(sim, "linear", "Sell")
+        sim.trade("linear", "BTCUSDT", "Buy", hedge["price"], "0.52")
+        worker.wait_state(lambda s: s.phase is Phase.CARRY_HEDGED)
+        assert worker.stop() == 0
+    # while it is stopped, someone changes the perp position on the account
+    sim.adjust(symbol="BTCUSDT", side="Sell", size="0.03")
+    with running_worker(config) as worker:
+        mismatch = worker.wait_event("venue_mismatch", timeout=30)
+        assert "exchange holds -0.03" in mismatch["detail"]
+        assert "snapshot -0.01" in mismatch["detail"]
+        halted = hub.wait_status(lambda s: s.state == "halted")
+        assert halted.error is not None and "-0.03" in halted.error
+        # the process stays up and keeps reporting
+        hub.wait_status(lambda s: s.updated_ms > halted.updated_ms + 1000)
+        worker.assert_alive()
+        # Resume is refused while the exchange and the snapshot differ
+        hub.send(ipc.Resume())
+        refused = worker.wait_event("refused")
+        assert refused["command"] == "resume"
+        # Flatten unwinds what the exchange holds
+        market.at("50000", "0")
+        hub.send(ipc.Flatten())
+        worker.wait_state(lambda s: s.phase is Phase.FLAT)
+        wait_for(lambda: perp_position(sim) == 0, message="perp flat at the exchange")
+        status = hub.wait_status(lambda s: s.state == "flat")
+        assert status.perp_position == 0
+        assert worker.stop() == 0
+
+
+def test_hub_commands_cancel_entry_and_resume(
+    tmp_path: Path, sim: Sim, market: Market, hub: HubStub
+) -> None:
+    with running_worker(write_config(tmp_path, sim)) as worker:
+        worker.wait_event("resynced", timeout=30)
+        hello = wait_for(
+            lambda: [m for m in hub.received if isinstance(m, ipc.Hello)], message="hello"
+        )[0]
+        assert hello.instance == "btc" and hello.pid == worker.pid and hello.mode == "SIM"
+        market.at("50000", "15")
+        entry = open_order(sim, "spot", "Buy")
+        status = hub.wait_status(lambda s: s.state == "entry_working")
+        assert status.working_orders == 1 and status.basis_bps is not None
+        hub.send(ipc.CancelEntry())
+        wait_for(
+            lambda: sim.order(entry["orderLinkId"])["orderStatus"] == "Cancelled",  # type: ignore[index]
+            message="entry cancelled",
+        )
+        worker.wait_state(lambda s: s.phase is Phase.FLAT and s.entries_paused)
+        hub.send(ipc.Resume())
+        wait_for(
+            lambda: len([o for o in own_orders(sim) if o["orderStatus"] == "New"]) == 1,
+            message="a new entry after Resume",
+        )
+        hub.send(ipc.Stop())
+        assert worker.wait_exit() == 0
+
+
+def test_dry_run_sends_nothing_and_logs_its_decisions(
+    tmp_path: Path, sim: Sim, market: Market
+) -> None:
+    config = write_config(tmp_path, sim, execute=False)
+    with running_worker(config) as worker:
+        assert worker.wait_event("started", timeout=30)["mode"] == "DRY-RUN"
+        worker.wait_event("resynced")
+        market.at("50000", "15")
+        place = worker.wait_event("would_send", request="place")
+        assert place["side"] == "Buy" and place["purpose"] == "entry"
+        market.at("50030", "15")  # re-priced: a would-be amend or replace
+        worker.wait_log(
+            lambda line: (
+                line.get("event") == "would_send" and line.get("request") in ("amend", "cancel")
+            )
+        )
+        market.at("50030", "0")  # the basis falls back: the paper entry is cancelled
+        worker.wait_state(lambda s: s.phase is Phase.FLAT and not s.orders)
+        assert sim.orders() == []  # the exchange never saw an order
+        assert worker.events("send") == []
+        assert worker.stop() == 0
+
+
+def test_exit_codes_locked_and_unreadable_snapshot(tmp_path: Path, sim: Sim) -> None:
+    config = write_config(tmp_path, sim)
+    with running_worker(config) as first:
+        first.wait_event("resynced", timeout=30)
+        second = WorkerProc(config)
+        assert second.wait_exit() == 3
+        assert any(line.get("event") == "locked" for line in second.lines())
+        first.signal(signal.SIGINT)
+        assert first.wait_exit() == 0
+    (tmp_path / "state" / "btc.json").write_text('{"version": 99, "state": {}}')
+    newer = WorkerProc(config)
+    assert newer.wait_exit() == 4
+    refused = [line for line in newer.lines() if line.get("event") == "snapshot_refused"]
+    assert "newer" in refused[-1]["detail"]
+
+
+def test_a_symbol_unknown_to_the_venue_is_a_configuration_error(tmp_path: Path, sim: Sim) -> None:
+    instances = [
+        {
+            "id": "nope",
+            "spot_symbol": "NOPEUSDT",
+            "future_symbol": "NOPEUSDT",
+            "order_qty": "1",
+            "state_path": "state/nope.json",
+        }
+    ]
+    worker = WorkerProc(write_config(tmp_path, sim, instances=instances), "nope")
+    assert worker.wait_exit(30) == 2
+    failed = [line for line in worker.lines() if line.get("event") == "venue_check_failed"]
+    assert failed and "NOPEUSDT" in json.dumps(failed[-1])
