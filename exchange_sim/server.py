@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -33,6 +34,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+_ARRIVALS_KEPT = 10_000
 _ORDER_PATHS = {"/v5/order/create", "/v5/order/amend", "/v5/order/cancel", "/v5/order/cancel-all"}
 _PUBLIC_WS = {"/v5/public/spot": "spot", "/v5/public/linear": "linear"}
 _PRIVATE_TOPICS = ("order", "execution", "position", "wallet")
@@ -196,6 +198,9 @@ class SimApp:
         exchange.wants = self._wants
         exchange.wants_private = self._wants_private
         self._ticker: asyncio.Task[None] | None = None
+        # when each order create arrived (CLOCK_MONOTONIC ns, shared by every process on the
+        # host): benchmarks time a client's reaction against the publish time of /sim/book
+        self.arrivals: OrderedDict[str, int] = OrderedDict()
 
     # --- market clock -------------------------------------------------------------------
 
@@ -274,6 +279,7 @@ class SimApp:
         query: str,
         body: bytes,
     ) -> None:
+        arrived_ns = time.monotonic_ns()
         faults = self.faults
         if faults.rest_ms:
             await asyncio.sleep(faults.rest_ms / 1000)
@@ -318,6 +324,8 @@ class SimApp:
                 if not ok:
                     raise VenueError(10006, "Too many visits. Exceeded the API Rate Limit.")
                 reply = handler(self.exchange, api_key, params)
+                if path == "/v5/order/create":
+                    self._arrived(str(params.get("orderLinkId") or ""), arrived_ns)
                 if path in _ORDER_PATHS and faults.lose_reply > 0:
                     faults.lose_reply -= 1
                     await _never_answer(receive)
@@ -345,15 +353,19 @@ class SimApp:
                 return 200, {"orders": ex.all_orders()}
             if method == "GET" and path == "/sim/account":
                 return 200, {"accounts": ex.all_accounts()}
+            if method == "GET" and path == "/sim/arrivals":
+                return 200, {"arrivals": dict(self.arrivals)}
             if method != "POST":
                 return 404, {"error": f"no such admin route: {method} {path}"}
             if path == "/sim/book":
+                published_ns = time.monotonic_ns()  # before the book is published
                 ex.set_book(
                     str(data["category"]),
                     str(data["symbol"]),
                     _levels(data.get("bids", [])),
                     _levels(data.get("asks", [])),
                 )
+                return 200, {"ok": True, "published_ns": published_ns}
             elif path == "/sim/trade":
                 fills = ex.print_trade(
                     str(data["category"]),
@@ -389,6 +401,12 @@ class SimApp:
         except (KeyError, ValueError, TypeError, InvalidOperation) as exc:
             return 400, {"error": f"bad request: {exc!r}"}
         return 200, {"ok": True}
+
+    def _arrived(self, link_id: str, arrived_ns: int) -> None:
+        if link_id:
+            self.arrivals[link_id] = arrived_ns
+            if len(self.arrivals) > _ARRIVALS_KEPT:
+                self.arrivals.popitem(last=False)
 
     def _fault(self, data: dict[str, Any]) -> None:
         kind = data.get("kind")

@@ -9,10 +9,12 @@ is keyed by its execution id, so a fill seen twice (stream and REST resync) is s
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
+from queue import SimpleQueue
 
 from sqlalchemy import event
 from sqlalchemy.dialects.sqlite import insert
@@ -245,20 +247,39 @@ def journal_path(state_path: Path) -> Path:
 
 
 class JournalWriter:
-    """Journal writes on one background thread, in order, so SQLite never delays the loop.
+    """Journal writes on one background thread, in order, away from the order path.
 
-    A write that fails is counted and remembered, never raised into the trading path: the
-    snapshot, not the journal, is what the worker resumes from.
+    The thread waits ``batch_s`` after the first write of a batch and then performs every
+    write queued meanwhile, so the SQLite and ORM work (which holds the GIL) happens in
+    bursts a moment after the orders are out, not while the next ones are decided. A write
+    that fails is counted and remembered, never raised into the trading path: the snapshot,
+    not the journal, is what the worker resumes from.
     """
 
-    def __init__(self, path: Path) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
-        self._journal = self._pool.submit(Journal, path).result()
+    def __init__(self, path: Path, *, batch_s: float = 0.05) -> None:
+        self.batch_s = batch_s
         self.failures = 0
         self.last_error = ""
+        self._queue: SimpleQueue[Callable[[Journal], object] | None] = SimpleQueue()
+        self._journal = Journal(path)
+        self._thread = threading.Thread(target=self._run, name="journal", daemon=True)
+        self._thread.start()
 
     def submit(self, write: Callable[[Journal], object]) -> None:
-        self._pool.submit(self._write, write)
+        self._queue.put(write)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is not None:
+                time.sleep(self.batch_s)
+            batch = [first]
+            while not self._queue.empty():
+                batch.append(self._queue.get())
+            for write in batch:
+                if write is None:
+                    return
+                self._write(write)
 
     def _write(self, write: Callable[[Journal], object]) -> None:
         try:
@@ -269,5 +290,6 @@ class JournalWriter:
 
     def close(self) -> None:
         """Finish every queued write, then close the database."""
-        self._pool.shutdown(wait=True)
+        self._queue.put(None)
+        self._thread.join()
         self._journal.close()

@@ -52,6 +52,7 @@ SIM_CREDENTIALS = ("arbhub-sim-key", "arbhub-sim-secret")
 BUDGET_RATE_PER_S, BUDGET_BURST, BUDGET_RESERVE = 20.0, 20.0, 5.0
 # a dry-run without keys cannot know the balances: decisions assume they suffice
 ASSUMED_BALANCE = Decimal("1e12")
+GIL_SWITCH_S = 0.0005
 
 
 def _version() -> str:
@@ -219,4 +220,7 @@ def _run_locked(
         )
         return await worker.run()
 
+    # The journal and snapshot threads hold the GIL in bursts; the default 5 ms switch
+    # interval would let such a burst delay an order by up to 5 ms.
+    sys.setswitchinterval(GIL_SWITCH_S)
     return asyncio.run(main())

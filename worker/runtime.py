@@ -242,9 +242,10 @@ class Worker:
         await self.venue.close()
         for task in list(self._inflight):
             task.cancel()
+        self._disk.shutdown(wait=True)
         if self._crash is None:
             self.store.save(self.state)  # durable, after every reply that could land
-        self._disk.shutdown(wait=True)
+        self.store.close()
         self.journal.close()
         self.log.info(
             "exited",

@@ -10,23 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import fcntl
+import http.server
 import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from tests.integration.conftest import WAIT_S, Json, Sim
 from worker import ipc
 from worker.core import snapshot
 from worker.core.model import CoreState
+from worker.run import BUDGET_BURST, BUDGET_RATE_PER_S, BUDGET_RESERVE
+from worker.store import SnapshotStore
+from worker.venues.budget import AccountBudget
 
 D = Decimal
 
@@ -155,16 +166,14 @@ class WorkerProc:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
     def state(self) -> CoreState:
+        """The newest state the worker wrote (durable snapshot or staged copy)."""
         path = self.folder / "state" / f"{self.instance}.json"
-        staged = path.with_name(path.name + ".staged")
-        best = None
-        for candidate in (path, staged):
-            with contextlib.suppress(OSError, snapshot.SnapshotError):
-                found = snapshot.decode_with_serial(candidate.read_bytes())
-                if best is None or found[1] > best[1]:
-                    best = found
-        assert best is not None, "no snapshot"
-        return best[0]
+        try:
+            found = SnapshotStore(path).load()
+        except snapshot.SnapshotError as exc:  # caught mid-write: the caller polls again
+            raise AssertionError(str(exc)) from None
+        assert found is not None, "no snapshot"
+        return found
 
     def wait_state(self, predicate: Callable[[CoreState], bool], timeout: float = WAIT_S) -> None:
         deadline = time.monotonic() + timeout
@@ -320,3 +329,219 @@ def wait_for(what: Callable[[], Any], timeout: float = WAIT_S, message: str = "c
             return result
         time.sleep(0.05)
     raise AssertionError(f"{message} not met within {timeout} s")
+
+
+# --- fault-test helpers (tests/integration/test_worker_faults.py) -------------------------
+
+
+def never(
+    what: Callable[[], Any], duration: float, message: str = "condition", every: float = 0.05
+) -> None:
+    """Fail if ``what()`` becomes true at any poll within ``duration`` seconds (a negative
+    check over a window: something must *not* happen)."""
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        found = what()
+        if found:
+            raise AssertionError(f"{message}: {found!r}")
+        time.sleep(every)
+
+
+def sends(worker: WorkerProc, request: str | None = None, link_id: str | None = None) -> list[Json]:
+    """The worker's ``send`` log lines (info level: places and cancels), optionally filtered."""
+    return [
+        line
+        for line in worker.events("send")
+        if (request is None or line.get("request") == request)
+        and (link_id is None or line.get("link_id") == link_id)
+    ]
+
+
+def log_ms(line: Json) -> int:
+    """A log line's ``ts`` (ISO 8601 UTC, milliseconds) as epoch milliseconds."""
+    stamp = str(line["ts"]).replace("Z", "+00:00")
+    return int(dt.datetime.fromisoformat(stamp).timestamp() * 1000)
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class Seen:
+    """One REST request as the recording proxy passed it to the simulator."""
+
+    sent_ms: int
+    method: str
+    path: str
+    params: Json
+    status: int | None = None  # None: the simulator never answered (lose_reply)
+    ret_code: int | None = None
+    reset_ms: int | None = None  # X-Bapi-Limit-Reset-Timestamp
+    done_ms: int | None = None
+
+
+_HOP_HEADERS = frozenset(
+    {"host", "connection", "keep-alive", "transfer-encoding", "content-length", "te", "upgrade"}
+)
+
+
+class RestRecorder:
+    """A transparent HTTP proxy in front of the simulator's REST API that records every
+    request (time, path, parameters, HTTP status, ``retCode``, rate-limit reset): what the
+    exchange saw, in order. The worker's ``endpoints.rest`` points here; WebSockets go to the
+    simulator directly. Bodies and query strings pass unchanged, so signatures stay valid."""
+
+    def __init__(self, sim: Sim) -> None:
+        self.sim = sim
+        self.seen: list[Seen] = []
+        self._lock = threading.Lock()
+        # a little longer than the worker's own 5 s: an unanswered request (lose_reply) is
+        # given up here soon after the worker gave up, which lets the simulator stop promptly
+        self._upstream = httpx.Client(base_url=sim.url, timeout=6.5)
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def do_GET(self) -> None:
+                recorder._forward(self)
+
+            def do_POST(self) -> None:
+                recorder._forward(self)
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def _forward(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        path, _, query = handler.path.partition("?")
+        params: Json = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+        if body:
+            with contextlib.suppress(ValueError):
+                decoded = json.loads(body)
+                if isinstance(decoded, dict):
+                    params = decoded
+        entry = Seen(sent_ms=wall_ms(), method=handler.command, path=path, params=params)
+        with self._lock:
+            self.seen.append(entry)
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in _HOP_HEADERS}
+        try:
+            reply = self._upstream.request(
+                handler.command, handler.path, content=body or None, headers=headers
+            )
+        except httpx.HTTPError:
+            entry.done_ms = wall_ms()
+            handler.close_connection = True  # as the simulator did: no answer at all
+            return
+        entry.status, entry.done_ms = reply.status_code, wall_ms()
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            entry.ret_code = int(reply.json()["retCode"])
+        with contextlib.suppress(KeyError, ValueError):
+            entry.reset_ms = int(reply.headers["x-bapi-limit-reset-timestamp"])
+        handler.send_response(reply.status_code)
+        for key, value in reply.headers.items():
+            if key.lower() not in _HOP_HEADERS and key.lower() != "content-encoding":
+                handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(reply.content)))
+        handler.end_headers()
+        handler.wfile.write(reply.content)
+
+    def requests(self, path: str | None = None, *, since_ms: int = 0, **params: str) -> list[Seen]:
+        """Recorded requests (oldest first) to ``path`` whose parameters include ``params``."""
+        with self._lock:
+            found = list(self.seen)
+        return [
+            s
+            for s in found
+            if s.sent_ms >= since_ms
+            and (path is None or s.path == path)
+            and all(str(s.params.get(k)) == v for k, v in params.items())
+        ]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._upstream.close()
+
+
+@contextlib.contextmanager
+def recording_rest(sim: Sim) -> Iterator[RestRecorder]:
+    recorder = RestRecorder(sim)
+    try:
+        yield recorder
+    finally:
+        recorder.close()
+
+
+def endpoints(sim: Sim, rest: str | None = None) -> Json:
+    """The ``endpoints`` config key for ``sim``, with REST optionally through ``rest``."""
+    return {
+        "rest": rest or sim.url,
+        "ws_public": sim.ws_url("/v5/public"),
+        "ws_private": sim.ws_url("/v5/private"),
+    }
+
+
+def budget_path(config: Path, api_key: str) -> Path:
+    """The account's shared rate-budget file (``<hub.run_dir>/budget/…``) for ``config``
+    written by ``write_config`` (its ``run_dir`` is ``run`` beside the config)."""
+    run_dir = Path(json.loads(config.read_text())["hub"]["run_dir"])
+    if not run_dir.is_absolute():
+        run_dir = config.parent / run_dir
+    budget = AccountBudget(
+        run_dir / "budget",
+        api_key,
+        rate_per_s=BUDGET_RATE_PER_S,
+        burst=BUDGET_BURST,
+        reserve=BUDGET_RESERVE,
+    )
+    return budget.path
+
+
+class BudgetPin:
+    """Holds the shared budget file at ``tokens`` (rewritten under the same ``flock`` the
+    workers take, every few milliseconds): a shortage that lasts until ``release()``.
+    Between 0 and the budget's reserve, only risk-reducing requests may spend."""
+
+    _STATE = struct.Struct("<dd")
+
+    def __init__(self, path: Path, tokens: float, every_s: float = 0.005) -> None:
+        self.path = path
+        self.tokens = tokens
+        self.every_s = every_s
+        self._stop = threading.Event()
+        self._write()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def read(self) -> tuple[float, float]:
+        raw = self.path.read_bytes()
+        tokens, last = self._STATE.unpack(raw[: self._STATE.size])
+        return float(tokens), float(last)
+
+    def _write(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.pwrite(fd, self._STATE.pack(self.tokens, time.time()), 0)
+        finally:
+            os.close(fd)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._write()
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

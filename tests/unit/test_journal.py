@@ -3,14 +3,17 @@ written (WAL), and everything still there after reopening."""
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
+from sqlmodel import Session, select
+
 from worker.core.commands import PlaceOrder, ReportCycle, ReportTransition
 from worker.core.events import Execution, OrderUpdate
 from worker.core.model import Leg, OrderStatus, OrderType, Phase, Purpose, Side
-from worker.journal import Journal
+from worker.journal import ActionRecord, Journal, JournalWriter, journal_path
 
 PLACE = PlaceOrder(
     link_id="btc-1700000000-1",
@@ -122,3 +125,25 @@ def test_a_reader_sees_rows_while_the_writer_is_open(tmp_path: Path) -> None:
     assert [f.exec_id for f in reader.recent_fills()] == ["e-1"]
     reader.close()
     writer.close()
+
+
+def test_the_writer_keeps_order_flushes_on_close_and_counts_failures(tmp_path: Path) -> None:
+    path = tmp_path / "btc.journal.sqlite"
+    writer = JournalWriter(path, batch_s=0.01)
+    for i in range(20):
+        writer.submit(functools.partial(Journal.action, action=f"a{i}", result="ok", ts_ms=i))
+
+    def broken(_: Journal) -> None:
+        raise RuntimeError("disk full")
+
+    writer.submit(broken)
+    writer.submit(lambda j: j.action("after", "ok", 99))
+    writer.close()
+    assert writer.failures == 1 and "disk full" in writer.last_error
+    with Session(Journal(path).engine) as session:
+        rows = session.exec(select(ActionRecord).order_by(ActionRecord.id)).all()  # type: ignore[arg-type]
+    assert [r.action for r in rows] == [*(f"a{i}" for i in range(20)), "after"]
+
+
+def test_journal_path_sits_beside_the_snapshot() -> None:
+    assert journal_path(Path("state/btc.json")) == Path("state/btc.journal.sqlite")

@@ -10,9 +10,15 @@ import pytest
 
 from bench.common import params
 from worker.core import snapshot
-from worker.core.model import CoreState
+from worker.core.model import CoreState, Phase
 from worker.core.strategy import Core
-from worker.store import InstanceLock, LockedError, SnapshotStore, write_atomically
+from worker.store import (
+    IdReservation,
+    InstanceLock,
+    LockedError,
+    SnapshotStore,
+    write_atomically,
+)
 
 
 def new_state(epoch: int) -> CoreState:
@@ -78,3 +84,55 @@ def test_atomic_write_replaces_whole_content(tmp_path: Path) -> None:
     write_atomically(path, b"new content")
     assert path.read_bytes() == b"new content"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def phase_of(store: SnapshotStore) -> str:
+    loaded = store.load()
+    assert loaded is not None
+    return loaded.phase.value
+
+
+def test_a_staged_state_newer_than_the_snapshot_wins(tmp_path: Path) -> None:
+    path = tmp_path / "btc.json"
+    store = SnapshotStore(path)
+    state = new_state(1_700_000_000)
+    store.save(state)
+    state.phase = Phase.ENTRY_WORKING
+    store.stage(state)  # killed right after: only the staged copy has the new state
+    store.close()
+    assert phase_of(SnapshotStore(path)) == "entry_working"
+    state.phase = Phase.RACE_EXIT
+    later = SnapshotStore(path)
+    later.load()  # carries on from the newest serial
+    later.save(state)
+    assert phase_of(SnapshotStore(path)) == "race_exit"
+
+
+def test_a_torn_staging_write_falls_back_to_the_other_slot(tmp_path: Path) -> None:
+    path = tmp_path / "btc.json"
+    store = SnapshotStore(path)
+    state = new_state(1_700_000_000)
+    store.save(state)
+    state.phase = Phase.ENTRY_WORKING
+    store.stage(state)  # serial 2 → slot 0
+    state.phase = Phase.RACE_EXIT
+    store.stage(state)  # serial 3 → slot 1
+    store.close()
+    raw = bytearray(store.staged_path.read_bytes())
+    slot = 4 << 20
+    raw[slot + 40] ^= 0xFF  # the newest slot was cut short: its checksum fails
+    store.staged_path.write_bytes(bytes(raw))
+    assert phase_of(SnapshotStore(path)) == "entry_working"
+    store.staged_path.write_bytes(b"\0" * 10)  # both slots gone: the durable snapshot
+    assert phase_of(SnapshotStore(path)) == "flat"
+
+
+def test_the_id_reservation_is_durable_monotone_and_per_epoch(tmp_path: Path) -> None:
+    path = tmp_path / "btc.json"
+    ids = IdReservation(path)
+    assert ids.saved() is None and ids.load(5) == 0
+    ids.save(5, 128)
+    ids.save(5, 64)  # never lowered
+    assert ids.covers(5, 100) and not ids.covers(5, 129) and not ids.covers(6, 1)
+    again = IdReservation(path)
+    assert again.saved() == (5, 128) and again.load(5) == 128 and again.load(6) == 0

@@ -1,0 +1,374 @@
+"""One worker process under measurement: tick-to-order latency and book-message throughput.
+
+``make bench`` (``python -m bench.worker``). Everything runs as real processes on 127.0.0.1:
+
+* **tick-to-order**: a scripted ``exchange-sim`` and a real ``spot-future-arb`` worker. The
+  bench moves the perp book across the entry threshold with ``POST /sim/book`` (which answers
+  the moment it publishes, ``published_ns``); the worker reacts with a PostOnly spot buy, and
+  the simulator records when that create request arrived (``GET /sim/arrivals``). Both times
+  are ``CLOCK_MONOTONIC``, shared by every process of the host. The book is then moved back,
+  the worker cancels, and the next sample starts. Baseline, measured in the same run: the
+  same publish reaching a bare WebSocket subscriber in this process (the delivery floor).
+* **book messages/s**: the worker's public streams come from a feeder in this process that
+  speaks Bybit's public WebSocket protocol and writes a pre-built backlog of ``orderbook.50``
+  deltas and ``orderbook.1`` snapshots in one go; the last message crosses the threshold, so
+  the order's arrival at the simulator marks the moment the worker got through the backlog.
+
+The machine has 2 cores shared by the simulator, the worker and the bench; the figures are
+what one worker achieves here. Timing never fails the run (PASS/MISS is printed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import websockets
+
+from bench.common import Latency, latency
+
+TARGET_MEDIAN_US, TARGET_P99_US, TARGET_MSGS_PER_S = 1000.0, 3000.0, 20000.0
+SAMPLES, WARMUP = 150, 10
+BACKLOG = 100_000
+SPOT_BID = 50000
+TICK = "0.1"
+
+
+def _perp_bid(basis_bps: float) -> str:
+    return f"{SPOT_BID * (1 + basis_bps / 10_000):.1f}"
+
+
+class Processes:
+    """A scripted simulator and one worker, in a temporary folder."""
+
+    def __init__(self, folder: Path, *, public_ws: str | None = None) -> None:
+        self.folder = folder
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "exchange_sim.cli", "--port", "0", "--scripted"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert sim.stdout is not None
+        line = sim.stdout.readline().strip()
+        if not line.startswith("listening on http://"):
+            raise RuntimeError(f"simulator did not start: {line!r}")
+        self.sim = sim
+        self.url = line.removeprefix("listening on ")
+        ws = self.url.replace("http://", "ws://")
+        config = {
+            "venue": "sim",
+            "execute": True,
+            "endpoints": {
+                "rest": self.url,
+                "ws_public": public_ws or f"{ws}/v5/public",
+                "ws_private": f"{ws}/v5/private",
+            },
+            "entry_threshold_bps": 10,
+            "chase_interval_ms": 200,
+            "hub": {"run_dir": "run"},
+            "instances": [
+                {
+                    "id": "btc",
+                    "spot_symbol": "BTCUSDT",
+                    "future_symbol": "BTCUSDT",
+                    "order_qty": "0.01",
+                    "state_path": "state/btc.json",
+                }
+            ],
+        }
+        (folder / "config.json").write_text(json.dumps(config))
+        self.log = folder / "worker.log"
+        with open(self.log, "wb") as out:
+            self.worker = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "worker.cli",
+                    "--config",
+                    "config.json",
+                    "--instance",
+                    "btc",
+                ],
+                cwd=folder,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait_resynced(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if b'"event":"resynced"' in self.log.read_bytes():
+                return
+            if self.worker.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"the worker did not start:\n{self.log.read_text()[-3000:]}")
+
+    def close(self) -> None:
+        for proc in (self.worker, self.sim):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+# --- tick-to-order -------------------------------------------------------------------------
+
+
+async def _book(http: aiohttp.ClientSession, url: str, category: str, bid: str, ask: str) -> int:
+    body = {"category": category, "symbol": "BTCUSDT", "bids": [[bid, "5"]], "asks": [[ask, "5"]]}
+    async with http.post(f"{url}/sim/book", json=body) as reply:
+        return int((await reply.json())["published_ns"])
+
+
+def _ask(bid: str) -> str:
+    return f"{float(bid) + float(TICK):.1f}"
+
+
+async def _arrivals(http: aiohttp.ClientSession, url: str) -> dict[str, int]:
+    async with http.get(f"{url}/sim/arrivals") as reply:
+        return dict((await reply.json())["arrivals"])
+
+
+async def _open_orders(http: aiohttp.ClientSession, url: str) -> int:
+    async with http.get(f"{url}/sim/orders") as reply:
+        orders = (await reply.json())["orders"]
+    return sum(1 for o in orders if o["orderStatus"] in ("New", "PartiallyFilled"))
+
+
+async def tick_to_order(procs: Processes) -> tuple[Latency, Latency]:
+    url = procs.url
+    ws_url = url.replace("http://", "ws://") + "/v5/public/linear"
+    worker_ns: list[int] = []
+    floor_ns: list[int] = []
+    async with aiohttp.ClientSession() as http, websockets.connect(ws_url) as ws:
+        await ws.send(json.dumps({"op": "subscribe", "args": ["orderbook.1.BTCUSDT"]}))
+        await _book(http, url, "spot", str(SPOT_BID), _ask(str(SPOT_BID)))
+        flat = _perp_bid(0)
+        await _book(http, url, "linear", flat, _ask(flat))
+        procs.wait_resynced()
+        await asyncio.sleep(0.5)
+        seen = set(await _arrivals(http, url))
+        for i in range(SAMPLES + WARMUP):
+            crossing = _perp_bid(15 + (i % 3))  # a new price every time
+            while True:  # drop what the subscriber has queued
+                try:
+                    await asyncio.wait_for(ws.recv(), 0.001)
+                except TimeoutError:
+                    break
+            published = await _book(http, url, "linear", crossing, _ask(crossing))
+            while crossing not in str(await ws.recv()):
+                pass
+            delivered = time.monotonic_ns()
+            arrival = None
+            for _ in range(2000):
+                fresh = {k: v for k, v in (await _arrivals(http, url)).items() if k not in seen}
+                if fresh:
+                    (link, arrival), *_ = fresh.items()
+                    seen.add(link)
+                    break
+                await asyncio.sleep(0.002)
+            if arrival is None:
+                raise RuntimeError(f"no order after sample {i}:\n{procs.log.read_text()[-3000:]}")
+            if i >= WARMUP:
+                worker_ns.append(arrival - published)
+                floor_ns.append(delivered - published)
+            await _book(http, url, "linear", flat, _ask(flat))  # the worker cancels
+            for _ in range(2000):
+                if not await _open_orders(http, url):
+                    break
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.25)  # past the entry's re-placement pacing
+        await _book(http, url, "spot", str(SPOT_BID), _ask(str(SPOT_BID)))
+    return latency(worker_ns), latency(floor_ns)
+
+
+# --- book messages per second --------------------------------------------------------------
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def _frame(text: str) -> bytes:
+    """One unmasked server text frame."""
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        header = bytes([0x81, n])
+    elif n < 65536:
+        header = bytes([0x81, 126]) + n.to_bytes(2, "big")
+    else:
+        header = bytes([0x81, 127]) + n.to_bytes(8, "big")
+    return header + payload
+
+
+def _book_message(depth: int, kind: str, u: int, bid: str, ask: str, size: str = "5") -> str:
+    ts = time.time_ns() // 1_000_000
+    return json.dumps(
+        {
+            "topic": f"orderbook.{depth}.BTCUSDT",
+            "ts": ts,
+            "type": kind,
+            "data": {"s": "BTCUSDT", "b": [[bid, size]], "a": [[ask, size]], "u": u, "seq": u},
+            "cts": ts,
+        },
+        separators=(",", ":"),
+    )
+
+
+class Feeder:
+    """A public-WebSocket stand-in: answers subscriptions and, for the perp, writes a backlog."""
+
+    def __init__(self) -> None:
+        self.spot_ready = asyncio.Event()
+        self.perp: asyncio.StreamWriter | None = None
+        self.perp_ready = asyncio.Event()
+        self.sent_ns = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        lines = request.decode().split("\r\n")
+        path = lines[0].split()[1]
+        headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)}
+        key = headers["sec-websocket-key"]
+        accept = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
+        writer.write(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
+        )
+        spot = path.endswith("/spot")
+        try:
+            while True:
+                message = await _read_client_frame(reader)
+                if message is None:
+                    return
+                request_json = json.loads(message)
+                if request_json.get("op") != "subscribe":
+                    continue
+                reply = {"success": True, "ret_msg": "", "op": "subscribe", "conn_id": "bench"}
+                writer.write(_frame(json.dumps(reply)))
+                bid = str(SPOT_BID) if spot else _perp_bid(0)
+                for depth in (50, 1):
+                    writer.write(_frame(_book_message(depth, "snapshot", 1, bid, _ask(bid))))
+                if spot:
+                    self.spot_ready.set()
+                    asyncio.get_running_loop().create_task(self._keep_fresh(writer, bid))
+                else:
+                    self.perp = writer
+                    self.perp_ready.set()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+
+    async def _keep_fresh(self, writer: asyncio.StreamWriter, bid: str) -> None:
+        while not writer.is_closing():  # Bybit resends orderbook.1 every 3 s
+            await asyncio.sleep(1)
+            writer.write(_frame(_book_message(1, "snapshot", 1, bid, _ask(bid))))
+
+    def blast(self, n: int) -> None:
+        """``n`` book messages below the threshold, then one that crosses it."""
+        assert self.perp is not None
+        frames = []
+        u = 1
+        for i in range(n // 2):
+            bid = _perp_bid(2 + (i % 5))
+            u += 1
+            frames.append(_frame(_book_message(50, "delta", u, bid, _ask(bid), str(5 + i % 3))))
+            frames.append(_frame(_book_message(1, "snapshot", u, bid, _ask(bid))))
+        crossing = _perp_bid(15)
+        u += 1
+        frames.append(_frame(_book_message(50, "delta", u, crossing, _ask(crossing))))
+        frames.append(_frame(_book_message(1, "snapshot", u, crossing, _ask(crossing))))
+        data = b"".join(frames)
+        self.sent_ns = time.monotonic_ns()
+        self.perp.write(data)
+
+
+async def _read_client_frame(reader: asyncio.StreamReader) -> str | None:
+    """One masked client frame's text (control frames are skipped, close ends)."""
+    while True:
+        head = await reader.readexactly(2)
+        opcode, length = head[0] & 0x0F, head[1] & 0x7F
+        if length == 126:
+            length = int.from_bytes(await reader.readexactly(2), "big")
+        elif length == 127:
+            length = int.from_bytes(await reader.readexactly(8), "big")
+        mask = await reader.readexactly(4) if head[1] & 0x80 else b"\0\0\0\0"
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(await reader.readexactly(length)))
+        if opcode == 0x8:
+            return None
+        if opcode == 0x1:
+            return payload.decode()
+
+
+async def throughput(folder: Path) -> float:
+    feeder = Feeder()
+    server = await asyncio.start_server(feeder.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    procs = Processes(folder, public_ws=f"ws://127.0.0.1:{port}/v5/public")
+    try:
+        async with aiohttp.ClientSession() as http:
+            url = procs.url
+            await _book(http, url, "spot", str(SPOT_BID), _ask(str(SPOT_BID)))
+            procs.wait_resynced()
+            await asyncio.wait_for(feeder.perp_ready.wait(), 30)
+            await asyncio.sleep(1.0)
+            feeder.blast(BACKLOG)
+            for _ in range(30_000):
+                arrivals = await _arrivals(http, url)
+                if arrivals:
+                    arrival = min(arrivals.values())
+                    return (BACKLOG + 2) / ((arrival - feeder.sent_ns) / 1e9)
+                await asyncio.sleep(0.005)
+            raise RuntimeError(f"no order after the backlog:\n{procs.log.read_text()[-3000:]}")
+    finally:
+        procs.close()
+        server.close()
+
+
+def _mark(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = Processes(Path(tmp))
+        try:
+            worker, floor = asyncio.run(tick_to_order(procs))
+        finally:
+            procs.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        rate = asyncio.run(throughput(Path(tmp)))
+    print()
+    print("arbhub worker bench (simulator, worker and bench on this machine)")
+    print(f"  python {sys.version.split()[0]}, {os.cpu_count()} cores, {SAMPLES} samples")
+    print()
+    print(f"{'':44}{'median µs':>12}{'p99 µs':>12}{'× floor':>10}")
+    print(
+        f"{'tick-to-order (publish → create arrives)':44}{worker.median_us:12.0f}"
+        f"{worker.p99_us:12.0f}{worker.median_us / floor.median_us:10.2f}   "
+        f"median {_mark(worker.median_us <= TARGET_MEDIAN_US)} (≤ {TARGET_MEDIAN_US:.0f}), "
+        f"p99 {_mark(worker.p99_us <= TARGET_P99_US)} (≤ {TARGET_P99_US:.0f})"
+    )
+    print(
+        f"{'floor: publish → bare WS subscriber':44}{floor.median_us:12.0f}{floor.p99_us:12.0f}"
+        f"{1:10.2f}"
+    )
+    print()
+    print(
+        f"book messages/s one worker sustains: {rate:,.0f}   "
+        f"{_mark(rate >= TARGET_MSGS_PER_S)} (≥ {TARGET_MSGS_PER_S:,.0f})"
+    )
+
+
+if __name__ == "__main__":
+    main()
