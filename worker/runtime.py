@@ -14,7 +14,8 @@ One asyncio loop does everything that decides or sends (ARCHITECTURE §5, §6):
   whose top is fed at once.
 - **Resync.** At start the core is told ``Resyncing`` (no decisions), the venue's word on
   every order the snapshot holds, on the symbols' orders since the snapshot (which covers the
-  id block that was open), on executions, balances and the perp position is replayed; anything
+  id block that was open), on executions, balances and the perp position is replayed (only once
+  the private stream is subscribed, so nothing can fall between the two); anything
   the state cannot explain becomes ``VenueMismatch`` (halted, the process stays up); then
   ``Restarted`` lets the core trade. Every reconnection of the private stream replays open
   orders and recent executions again before the stream is trusted.
@@ -167,6 +168,7 @@ class Worker:
         self._crash: BaseException | None = None
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
         self._private_down_ms: int | None = None
+        self._private_up = asyncio.Event()
         self.link: HubLink | None = None
         if hub_socket is not None:
             hello = ipc.Hello(
@@ -436,9 +438,12 @@ class Worker:
             self.log.warning("stream_down", stream=name, reason=reason)
         if name == "private":
             if not up:
+                self._private_up.clear()
                 self._private_down_ms = self._private_down_ms or self.clock_ms()
-            elif self.ready:
-                self._spawn(self._reconnect_resync())
+            else:
+                self._private_up.set()
+                if self.ready:
+                    self._spawn(self._reconnect_resync())
             return
         leg = Leg(name)
         if not up:
@@ -499,6 +504,13 @@ class Worker:
     async def _startup_resync(self) -> None:
         s = self.state
         self.feed(Resyncing())
+        if not self.dry_run:
+            # subscribed first, then asked: whatever happens after the answers is on the stream
+            while not self._private_up.is_set():
+                self.note = "resync: waiting for the private stream"
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._private_up.wait(), _RETRY_MAX_S)
+            self.note = ""
         reserved = max(self.reservation.load(s.ids.epoch), s.ids.block_end)
         now = self.clock_ms()
         since = (self.snapshot_ms or now) - _RESYNC_MARGIN_MS

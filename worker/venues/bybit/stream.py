@@ -103,15 +103,17 @@ class BybitSocket:
                 self.on_state(True, "connected")
                 pinger = asyncio.create_task(self._ping(ws))
                 try:
-                    async for raw in ws:
-                        data = raw.encode() if isinstance(raw, str) else raw
+                    while True:
+                        data = await ws.recv(decode=False)  # bytes: no decode and re-encode
+                        assert isinstance(data, bytes)
                         if b'"topic"' in data:
                             self.on_message(data)
                         else:
                             self._control(data)
+                except websockets.exceptions.ConnectionClosedOK:
+                    return "connection closed"
                 finally:
                     pinger.cancel()
-                return "connection closed"
         except _RefusedError as exc:
             return str(exc)
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
