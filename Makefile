@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test thorough lint bench clean
+.PHONY: install run test thorough chaos lint bench clean
 
 install: $(STAMP)
 
@@ -16,18 +16,14 @@ $(STAMP): pyproject.toml
 
 CONFIG ?= algo/spot-future-arb/config.json
 
-# Until the worker runtime and hub land, `make run` checks the config and runs the simulator.
+# Until the hub lands, `make run` starts the simulator and one worker per configured row.
 run: $(STAMP)
-	@echo "arbhub so far: the strategy core, the configuration check and the exchange simulator."
-	@echo "Not built yet: the worker runtime, the hub and its /arb page (nothing trades yet)."
 	@for id in $$($(BIN)/python -c "from worker.config_loader import load_config; \
 	    print(' '.join(load_config('$(CONFIG)').ids))"); do \
 	  $(BIN)/spot-future-arb --config $(CONFIG) --instance $$id --check > /dev/null \
 	    && echo "  $$id: configuration valid ($(CONFIG))" || exit 2; \
 	done
-	@echo "Starting the exchange simulator (Bybit V5 REST + WebSocket; Ctrl-C stops it):"
-	$(BIN)/exchange-sim --host 127.0.0.1 --port 0 --seed 1 \
-	  --config algo/spot-future-arb/sim.json --state algo/spot-future-arb/run/sim-state
+	$(BIN)/python -m scripts.demo_fleet --config $(CONFIG)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n auto
@@ -36,6 +32,11 @@ test: $(STAMP)
 thorough: $(STAMP)
 	HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -n auto tests/unit/test_core_properties.py \
 	  tests/unit/test_core_fast_path.py
+
+# SIGKILL the worker at 200 randomized points of its cycles, restart it, check the recovery
+# (no fill lost or counted twice, positions equal the simulator's, no orderLinkId sent twice).
+chaos: $(STAMP)
+	$(BIN)/python -m tests.integration.chaos --points 200
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 from decimal import Decimal
@@ -71,6 +72,29 @@ def _endpoints(cfg: InstanceConfig) -> Endpoints | None:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         problem = ConfigProblem("$ARBHUB_ENDPOINTS", f"not valid endpoints JSON ({exc})")
         raise ConfigError([problem]) from None
+
+
+class _StopSignals:
+    """SIGTERM and SIGINT ask the worker to stop, for the whole life of the process.
+
+    Plain handlers (not the event loop's) stay installed after the loop has closed, so a
+    signal that arrives while the process exits cannot turn a clean stop into a death by
+    signal; one that arrives before the runtime exists stops the start.
+    """
+
+    def __init__(self, log: JsonLog) -> None:
+        self.log = log
+        self.requested = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.worker: Worker | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.requested = True
+        loop, worker = self.loop, self.worker
+        if worker is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(worker.request_stop)
 
 
 def _json_path(fleet: FleetConfig, cfg: InstanceConfig) -> str:
@@ -165,13 +189,20 @@ def _run_locked(
         Path(fleet.hub.run_dir) / ipc.SOCKET_NAME
     )
 
+    stop = _StopSignals(log)
+
     async def main() -> int:
+        stop.loop = asyncio.get_running_loop()
         try:
             setup = await venue.prepare(_json_path(fleet, cfg))
         except SetupError as exc:
             await venue.close()
             log.error("venue_check_failed", detail=str(exc), exit_code=exc.exit_code)
             return exc.exit_code
+        if stop.requested:  # stopped before it could trade: nothing to wind down
+            await venue.close()
+            log.info("exited", phase="not started", crashed=False, forced=False)
+            return EXIT_OK
         for warning in setup.warnings:
             log.warning("venue_warning", detail=warning)
         params = CoreParams.from_config(
@@ -218,6 +249,7 @@ def _run_locked(
             snapshot_ms=snapshot_ms,
             assumed_balances=assumed,
         )
+        stop.worker = worker
         return await worker.run()
 
     # The journal and snapshot threads hold the GIL in bursts; the default 5 ms switch

@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import functools
 import os
-import signal
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -84,6 +83,7 @@ _RESYNC_MARGIN_MS = 60_000  # history is read from this long before the last sna
 _RETRY_MIN_S, _RETRY_MAX_S = 0.5, 5.0
 _COMPARE_ATTEMPTS = 4  # a resting perp order may fill while the resync reads the position
 _STATUS_EVERY_S = 1.0
+_PNL_SHOWN = Decimal("0.00000001")  # logs show PnL to 1e-8; the journal keeps it exact
 _T = TypeVar("_T")
 
 
@@ -180,9 +180,6 @@ class Worker:
 
     async def run(self) -> int:
         """Trade until stopped; returns the exit code (0), or raises what crashed a step."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
         background = [asyncio.create_task(self._saver()), asyncio.create_task(self._periodic())]
         if self.link is not None:
             background.append(asyncio.create_task(self.link.run()))
@@ -672,7 +669,7 @@ class Worker:
                 side=report.side,
                 qty=report.qty,
                 entry_price=None if report.entry_price is None else fmt(report.entry_price),
-                pnl=report.pnl,
+                pnl=fmt(report.pnl.quantize(_PNL_SHOWN)),
                 ended_by=report.ended_by,
             )
             self.journal.submit(lambda j: j.cycle(report, now))
@@ -719,7 +716,7 @@ class Worker:
             orders=s.orders_sent,
             fills=s.fills_seen,
             realized_pnl=s.spot.realized + s.perp.realized,
-            unrealized_pnl=unrealized.quantize(Decimal("0.00000001")),
+            unrealized_pnl=unrealized.quantize(_PNL_SHOWN),
             fees=s.fees,
             funding=s.funding,
             risk_blocked=s.risk_reason if s.risk_blocked else None,
