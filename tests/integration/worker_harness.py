@@ -449,13 +449,16 @@ class RestRecorder:
             entry.ret_code = int(reply.json()["retCode"])
         with contextlib.suppress(KeyError, ValueError):
             entry.reset_ms = int(reply.headers["x-bapi-limit-reset-timestamp"])
-        handler.send_response(reply.status_code)
-        for key, value in reply.headers.items():
-            if key.lower() not in _HOP_HEADERS and key.lower() != "content-encoding":
-                handler.send_header(key, value)
-        handler.send_header("Content-Length", str(len(reply.content)))
-        handler.end_headers()
-        handler.wfile.write(reply.content)
+        try:
+            handler.send_response(reply.status_code)
+            for key, value in reply.headers.items():
+                if key.lower() not in _HOP_HEADERS and key.lower() != "content-encoding":
+                    handler.send_header(key, value)
+            handler.send_header("Content-Length", str(len(reply.content)))
+            handler.end_headers()
+            handler.wfile.write(reply.content)
+        except OSError:  # the worker gave up on this request (or stopped) meanwhile
+            handler.close_connection = True
 
     def requests(self, path: str | None = None, *, since_ms: int = 0, **params: str) -> list[Seen]:
         """Recorded requests (oldest first) to ``path`` whose parameters include ``params``."""
@@ -468,6 +471,16 @@ class RestRecorder:
             and (path is None or s.path == path)
             and all(str(s.params.get(k)) == v for k, v in params.items())
         ]
+
+    def settle(self, timeout: float = WAIT_S) -> list[Seen]:
+        """Every request recorded so far, once each has its outcome (a reply reaches the
+        simulator's order book before it reaches this record)."""
+        wait_for(
+            lambda: all(s.done_ms is not None for s in self.requests()),
+            timeout,
+            "every recorded request answered",
+        )
+        return self.requests()
 
     def close(self) -> None:
         self._server.shutdown()
