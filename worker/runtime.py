@@ -160,6 +160,7 @@ class Worker:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0
         self._after_pending = False
+        self._deferred: list[Callable[[], None]] = []  # logs and journal writes of this turn
         self._reserving = False
         self._dirty = asyncio.Event()
         self._stop_requested = asyncio.Event()
@@ -231,6 +232,9 @@ class Worker:
             await asyncio.wait(set(self._inflight), timeout=10)
 
     async def _close(self, background: list[asyncio.Task[None]]) -> None:
+        for record in self._deferred:
+            record()
+        self._deferred = []
         if self._timer is not None:
             self._timer.cancel()
         for task in background:
@@ -292,14 +296,14 @@ class Worker:
                 self.reservation.save(command.epoch, command.block_end)
             elif isinstance(command, _SENDS):
                 sends.append(command)
-            else:
-                self._report(command, now)
+            else:  # logged and journaled after the sends have left (see _settle)
+                self._deferred.append(functools.partial(self._report, command, now))
         if not sends:
             return
         if any(isinstance(c, cmd.PlaceOrder) for c in sends):
             self.store.stage(self.state)  # a killed process cannot lose the new orders
         for command in sends:
-            self._log_send(command, now)
+            self._deferred.append(functools.partial(self._log_send, command, now))
             task = asyncio.create_task(self._request(command))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
@@ -333,6 +337,9 @@ class Worker:
 
     def _settle(self) -> None:
         self._after_pending = False
+        deferred, self._deferred = self._deferred, []
+        for record in deferred:
+            record()
         now = self.clock_ms()
         self._dirty.set()
         self._publish(now)
@@ -409,10 +416,12 @@ class Worker:
             if update.snapshot:  # a (re)start of the deep book: its top is good right away
                 self.feed(result)
         elif isinstance(result, BookInvalid):
-            self.feed(result)  # no quoting or exit pricing on this leg until a good top
-            if self.deep[leg].needs_snapshot:  # an update-id gap: only a snapshot heals it
+            gap = self.deep[leg].needs_snapshot  # an update-id gap: only a snapshot heals it
+            if gap:
                 self.top[leg].reset(result.reason)
                 self.log.warning("book_gap", leg=leg.value, reason=result.reason)
+            self.feed(result)  # no quoting or exit pricing on this leg until a good top
+            if gap:
                 self._spawn(self.venue.resubscribe_book(leg, 50))
 
     def on_events(self, events: list[Event]) -> None:
