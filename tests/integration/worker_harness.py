@@ -558,3 +558,31 @@ class BudgetPin:
     def release(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+def open_order(sim: Sim, category: str, side: str) -> Json:
+    """The one open order of the worker (prefix ``btc-``) on that category and side."""
+
+    def find() -> Json | None:
+        found = [
+            o
+            for o in own_orders(sim)
+            if o["category"] == category and o["side"] == side and o["orderStatus"] == "New"
+        ]
+        return found[0] if len(found) == 1 else None
+
+    result: Json = wait_for(find, message=f"one open {category} {side} order")
+    return result
+
+
+def perp_position(sim: Sim, symbol: str = "BTCUSDT") -> Decimal:
+    """The simulator account's signed perp position."""
+    for pos in sim.account()["positions"]:
+        if pos["symbol"] == symbol:
+            size = D(pos["size"])
+            return size if pos["side"] == "Buy" else -size
+    return D(0)
+
+
+def spot_balance(sim: Sim, coin: str = "BTC") -> Decimal:
+    return D(sim.account()["balances"][coin]["walletBalance"])

@@ -7,18 +7,17 @@ snapshot, and its log.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
-
-from tests.integration.conftest import Json, Sim, running_sim
+from tests.integration.conftest import Sim
 from tests.integration.worker_harness import (
     Market,
-    WorkerProc,
+    open_order,
     own_orders,
+    perp_position,
     running_worker,
+    spot_balance,
     wait_for,
     write_config,
 )
@@ -28,56 +27,10 @@ D = Decimal
 QTY = D("0.01")
 
 
-@pytest.fixture
-def sim(tmp_path: Path) -> Iterator[Sim]:
-    """A simulator of the test's own: workers change its account."""
-    with running_sim(tmp_path / "sim-state") as own:
-        yield own
-
-
-@pytest.fixture
-def market(sim: Sim) -> Market:
-    m = Market(sim)
-    m.depth = "0.5"
-    m.at("50000", "0")
-    return m
-
-
-def open_order(sim: Sim, category: str, side: str) -> Json:
-    def find() -> Json | None:
-        found = [
-            o
-            for o in own_orders(sim)
-            if o["category"] == category and o["side"] == side and o["orderStatus"] == "New"
-        ]
-        return found[0] if len(found) == 1 else None
-
-    result: Json = wait_for(find, message=f"one open {category} {side} order")
-    return result
-
-
-def perp_position(sim: Sim) -> Decimal:
-    for pos in sim.account()["positions"]:
-        if pos["symbol"] == "BTCUSDT":
-            size = D(pos["size"])
-            return size if pos["side"] == "Buy" else -size
-    return D(0)
-
-
-def spot_btc(sim: Sim) -> Decimal:
-    return D(sim.account()["balances"]["BTC"]["walletBalance"])
-
-
-def started(config: Path) -> WorkerProc:
-    worker = WorkerProc(config)
-    worker.wait_event("resynced", timeout=30)
-    return worker
-
-
 def test_long_cycle_chase_fill_race_hedge_carry_and_unwind(
     tmp_path: Path, sim: Sim, market: Market
 ) -> None:
-    btc_before = spot_btc(sim)
+    btc_before = spot_balance(sim)
     with running_worker(write_config(tmp_path, sim)) as worker:
         worker.wait_event("resynced", timeout=30)
         # basis above the threshold: a PostOnly spot buy at the best bid
@@ -120,9 +73,9 @@ def test_long_cycle_chase_fill_race_hedge_carry_and_unwind(
             message="spot exit cancelled",
         )
         assert perp_position(sim) == -QTY
-        assert spot_btc(sim) - btc_before >= QTY  # bought, net of the base-coin fee
+        assert spot_balance(sim) - btc_before >= QTY  # bought, net of the base-coin fee
         state = worker.state()
-        assert state.perp.qty == -QTY and state.spot.qty == spot_btc(sim) - btc_before
+        assert state.perp.qty == -QTY and state.spot.qty == spot_balance(sim) - btc_before
         # the basis reverts below the exit threshold (the trades emptied one side of each
         # book, so both are set again): both legs unwound by market orders
         market.spot("50030", "50030.1")
@@ -139,7 +92,7 @@ def test_short_cycle_mirror_spot_exit_wins_back_to_flat(
     tmp_path: Path, sim: Sim, market: Market
 ) -> None:
     """Negative basis: a spot sell at the best ask; the spot buy-back wins the race."""
-    btc_before = spot_btc(sim)
+    btc_before = spot_balance(sim)
     with running_worker(write_config(tmp_path, sim)) as worker:
         worker.wait_event("resynced", timeout=30)
         market.at("50000", "-15")
@@ -162,7 +115,7 @@ def test_short_cycle_mirror_spot_exit_wins_back_to_flat(
         assert perp_position(sim) == 0
         state = worker.state()
         assert state.perp.qty == 0
-        assert state.spot.qty == spot_btc(sim) - btc_before  # the buy-back's fee dust
+        assert state.spot.qty == spot_balance(sim) - btc_before  # the buy-back's fee dust
         assert worker.stop() == 0
 
 

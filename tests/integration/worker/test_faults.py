@@ -42,21 +42,6 @@ LIVE = ("New", "PartiallyFilled")
 
 
 @pytest.fixture
-def sim(tmp_path: Path) -> Iterator[Sim]:
-    """A simulator of the test's own: faults and workers change it."""
-    with running_sim(tmp_path / "sim-state") as own:
-        yield own
-
-
-@pytest.fixture
-def market(sim: Sim) -> Market:
-    m = Market(sim)
-    m.depth = "0.5"
-    m.at("50000", "0")
-    return m
-
-
-@pytest.fixture
 def rest(sim: Sim) -> Iterator[RestRecorder]:
     with recording_rest(sim) as recorder:
         yield recorder

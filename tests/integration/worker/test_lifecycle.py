@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
-
-from tests.integration.conftest import Sim, running_sim
-from tests.integration.test_worker_cycle import open_order, perp_position
+from tests.integration.conftest import Sim
 from tests.integration.worker_harness import (
     HubStub,
     Market,
     WorkerProc,
+    open_order,
     own_orders,
+    perp_position,
     running_worker,
     wait_for,
     write_config,
@@ -28,28 +26,6 @@ from worker.core.model import Phase
 
 D = Decimal
 QTY = D("0.01")
-
-
-@pytest.fixture
-def sim(tmp_path: Path) -> Iterator[Sim]:
-    with running_sim(tmp_path / "sim-state") as own:
-        yield own
-
-
-@pytest.fixture
-def market(sim: Sim) -> Market:
-    m = Market(sim)
-    m.depth = "0.5"
-    m.at("50000", "0")
-    return m
-
-
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[HubStub]:
-    (tmp_path / "run").mkdir()
-    stub = HubStub(tmp_path / "run" / ipc.SOCKET_NAME)
-    yield stub
-    stub.close()
 
 
 def log_lines(folder: Path, instance: str = "btc") -> int:
