@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
 from queue import SimpleQueue
@@ -23,6 +23,7 @@ from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from worker.core.commands import PlaceOrder, ReportCycle, ReportTransition
 from worker.core.events import Execution, OrderUpdate
+from worker.core.model import Order
 
 __all__ = [
     "ActionRecord",
@@ -153,6 +154,35 @@ class Journal:
                 )
             )
             session.commit()
+
+    def orders_known(self, orders: Iterable[Order], ts_ms: int) -> int:
+        """Rows for the snapshot's orders the journal lacks (their rows were still queued when
+        the process was killed); existing rows are left alone. Returns how many were added."""
+        added = 0
+        with Session(self.engine) as session:
+            for order in orders:
+                if session.get(OrderRecord, order.link_id) is not None:
+                    continue
+                session.add(
+                    OrderRecord(
+                        link_id=order.link_id,
+                        leg=str(order.leg),
+                        side=str(order.side),
+                        order_type=str(order.order_type),
+                        purpose=str(order.purpose),
+                        qty=str(order.qty),
+                        price=_text(order.price),
+                        post_only=order.post_only,
+                        reduce_only=order.reduce_only,
+                        status=str(order.status),
+                        cum_qty=str(order.filled),
+                        created_ms=order.created_ms,
+                        updated_ms=ts_ms,
+                    )
+                )
+                added += 1
+            session.commit()
+        return added
 
     def order_updated(self, update: OrderUpdate, ts_ms: int) -> None:
         """The latest status of an order the journal knows (others are not the instance's)."""

@@ -8,11 +8,12 @@ import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
 from sqlmodel import Session, select
 
 from worker.core.commands import PlaceOrder, ReportCycle, ReportTransition
 from worker.core.events import Execution, OrderUpdate
-from worker.core.model import Leg, OrderStatus, OrderType, Phase, Purpose, Side
+from worker.core.model import Leg, Order, OrderStatus, OrderType, Phase, Purpose, Side
 from worker.journal import ActionRecord, Journal, JournalWriter, journal_path
 
 PLACE = PlaceOrder(
@@ -147,3 +148,29 @@ def test_the_writer_keeps_order_flushes_on_close_and_counts_failures(tmp_path: P
 
 def test_journal_path_sits_beside_the_snapshot() -> None:
     assert journal_path(Path("state/btc.json")) == Path("state/btc.journal.sqlite")
+
+
+def test_the_snapshots_orders_backfill_rows_the_journal_lacks(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    journal.order_sent(PLACE, 1)
+    lost = Order(
+        link_id="btc-1-9",
+        leg=Leg.PERP,
+        side=Side.SELL,
+        purpose=Purpose.HEDGE,
+        order_type=OrderType.LIMIT,
+        post_only=True,
+        reduce_only=False,
+        qty=Decimal("0.01"),
+        price=Decimal("65000"),
+        net_target=Decimal("0.01"),
+        status=OrderStatus.OPEN,
+        created_ms=5,
+        cycle=1,
+    )
+    known = Order(**{**msgspec.structs.asdict(lost), "link_id": PLACE.link_id})
+    assert journal.orders_known([known, lost], 7) == 1  # the existing row is left alone
+    rows = {r.link_id: r for r in journal.recent_orders()}
+    assert rows[PLACE.link_id].purpose == str(PLACE.purpose)
+    assert rows["btc-1-9"].purpose == "hedge" and rows["btc-1-9"].status == "open"
+    assert journal.orders_known([lost], 8) == 0
