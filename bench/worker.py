@@ -7,8 +7,9 @@
   the moment it publishes, ``published_ns``); the worker reacts with a PostOnly spot buy, and
   the simulator records when that create request arrived (``GET /sim/arrivals``). Both times
   are ``CLOCK_MONOTONIC``, shared by every process of the host. The book is then moved back,
-  the worker cancels, and the next sample starts. Baseline, measured in the same run: the
-  same publish reaching a bare WebSocket subscriber in this process (the delivery floor).
+  the worker cancels, and the next sample starts. Baseline, measured in the same run once the
+  worker is stopped: the same publishes reaching a bare WebSocket subscriber in this process
+  (the simulator's delivery floor).
 * **book messages/s**: the worker's public streams come from a feeder in this process that
   speaks Bybit's public WebSocket protocol and writes a pre-built backlog of ``orderbook.50``
   deltas and ``orderbook.1`` snapshots in one go; the last message crosses the threshold, so
@@ -154,6 +155,8 @@ class _Subscriber(asyncio.Protocol):
         self.chunks: list[tuple[int, bytes]] = []
         self.ready = asyncio.Event()
         self.transport: asyncio.Transport | None = None
+        self.upgraded = False
+        self.buffer = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -162,9 +165,22 @@ class _Subscriber(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.chunks.append((time.monotonic_ns(), data))
         self.ready.set()
-        if data[:1] == b"\x89" and self.transport is not None:  # the server's ping: pong
-            payload = data[2 : 2 + (data[1] & 0x7F)]
-            self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+        if not self.upgraded:  # the HTTP 101 answer
+            self.upgraded = True
+            return
+        self.buffer += data
+        while len(self.buffer) >= 2:  # answer the server's pings wherever they fall
+            length, start = self.buffer[1] & 0x7F, 2
+            if length == 126:
+                length, start = int.from_bytes(self.buffer[2:4], "big"), 4
+            elif length == 127:
+                length, start = int.from_bytes(self.buffer[2:10], "big"), 10
+            if len(self.buffer) < start + length:
+                return
+            opcode, payload = self.buffer[0] & 0x0F, bytes(self.buffer[start : start + length])
+            del self.buffer[: start + length]
+            if opcode == 0x9 and self.transport is not None:
+                self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
 
     def first_with(self, needle: bytes, after: int) -> int | None:
         return next((t for t, data in self.chunks if t >= after and needle in data), None)
@@ -211,19 +227,32 @@ async def tick_to_order(procs: Processes) -> tuple[Latency, Latency]:
                     seen.add(link)
                     break
                 await asyncio.sleep(0.01)
-            delivered = sub.first_with(f'"{crossing}'.encode(), published)  # 50075.0(0)
-            if arrival is None or delivered is None:
-                raise RuntimeError(f"sample {i}: order {arrival}, subscriber {delivered}")
-            sub.chunks.clear()
+            if arrival is None:
+                raise RuntimeError(f"no order after sample {i}:\n{procs.log.read_text()[-2000:]}")
             if i >= WARMUP:
                 worker_ns.append(arrival - published)
-                floor_ns.append(delivered - published)
             await _book(http, url, "linear", flat, _ask(flat))  # the worker cancels
             for _ in range(2000):
                 if not await _open_orders(http, url):
                     break
                 await asyncio.sleep(0.005)
             await asyncio.sleep(0.25)  # past the entry's re-placement pacing
+        # the floor: the same publishes reaching a bare subscriber, the worker stopped (on
+        # two cores a reacting worker would also delay the subscriber and blur the floor)
+        procs.worker.terminate()
+        procs.worker.wait(30)
+        for i in range(SAMPLES + WARMUP):
+            crossing = _perp_bid(15 + (i % 3))
+            sub.chunks.clear()
+            published = await _book(http, url, "linear", crossing, _ask(crossing))
+            await asyncio.sleep(0.03)
+            delivered = sub.first_with(f'"{crossing}'.encode(), published)  # 50075.0(0)
+            if delivered is None:
+                raise RuntimeError(f"floor sample {i}: the subscriber saw nothing")
+            if i >= WARMUP:
+                floor_ns.append(delivered - published)
+            await _book(http, url, "linear", flat, _ask(flat))
+            await asyncio.sleep(0.05)
         transport.close()
     return latency(worker_ns), latency(floor_ns)
 
