@@ -117,6 +117,32 @@ class ActionRecord(SQLModel, table=True):
     result: str
 
 
+def _order_record(
+    order: PlaceOrder | Order,
+    *,
+    created_ms: int,
+    updated_ms: int,
+    status: str = "submitting",
+    cum_qty: str = "0",
+) -> OrderRecord:
+    """The row of an order as sent (a command) or as the snapshot holds it."""
+    return OrderRecord(
+        link_id=order.link_id,
+        leg=str(order.leg),
+        side=str(order.side),
+        order_type=str(order.order_type),
+        purpose=str(order.purpose),
+        qty=str(order.qty),
+        price=_text(order.price),
+        post_only=order.post_only,
+        reduce_only=order.reduce_only,
+        status=status,
+        cum_qty=cum_qty,
+        created_ms=created_ms,
+        updated_ms=updated_ms,
+    )
+
+
 def _wal(dbapi_connection: object, _record: object) -> None:
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -138,21 +164,7 @@ class Journal:
 
     def order_sent(self, command: PlaceOrder, ts_ms: int) -> None:
         with Session(self.engine) as session:
-            session.merge(
-                OrderRecord(
-                    link_id=command.link_id,
-                    leg=str(command.leg),
-                    side=str(command.side),
-                    order_type=str(command.order_type),
-                    purpose=str(command.purpose),
-                    qty=str(command.qty),
-                    price=_text(command.price),
-                    post_only=command.post_only,
-                    reduce_only=command.reduce_only,
-                    created_ms=ts_ms,
-                    updated_ms=ts_ms,
-                )
-            )
+            session.merge(_order_record(command, created_ms=ts_ms, updated_ms=ts_ms))
             session.commit()
 
     def orders_known(self, orders: Iterable[Order], ts_ms: int) -> int:
@@ -164,20 +176,12 @@ class Journal:
                 if session.get(OrderRecord, order.link_id) is not None:
                     continue
                 session.add(
-                    OrderRecord(
-                        link_id=order.link_id,
-                        leg=str(order.leg),
-                        side=str(order.side),
-                        order_type=str(order.order_type),
-                        purpose=str(order.purpose),
-                        qty=str(order.qty),
-                        price=_text(order.price),
-                        post_only=order.post_only,
-                        reduce_only=order.reduce_only,
-                        status=str(order.status),
-                        cum_qty=str(order.filled),
+                    _order_record(
+                        order,
                         created_ms=order.created_ms,
                         updated_ms=ts_ms,
+                        status=str(order.status),
+                        cum_qty=str(order.filled),
                     )
                 )
                 added += 1

@@ -23,6 +23,7 @@ from tests.integration.worker_harness import (
 )
 from worker import ipc
 from worker.core.model import Phase
+from worker.store import SnapshotStore
 
 D = Decimal
 QTY = D("0.01")
@@ -54,9 +55,8 @@ def test_stop_in_race_exit_cancels_the_spot_exit_and_leaves_the_hedge_working(
     working = [o for o in own_orders(sim) if o["orderStatus"] == "New"]
     assert [(o["category"], o["side"]) for o in working] == [("linear", "Sell")]
     assert not [o for o in own_orders(sim) if o["orderType"] == "Market"]  # never unwinds
-    state = WorkerProc.__new__(WorkerProc)
-    state.folder, state.instance = tmp_path, "btc"
-    saved = state.state()
+    saved = SnapshotStore(tmp_path / "state" / "btc.json").load()
+    assert saved is not None
     assert saved.phase is Phase.RACE_EXIT and saved.stopped
     assert [o.link_id for o in saved.orders.values()] == [working[0]["orderLinkId"]]
     # restarted: it resumes the race; the hedge fills while it runs → carry_hedged
