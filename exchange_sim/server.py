@@ -76,6 +76,7 @@ class Faults:
     http_503: int = 0
     lose_reply: int = 0
     paused: dict[tuple[str, str], int] = field(default_factory=dict)
+    garbled: set[tuple[str, str]] = field(default_factory=set)  # next message cut in half
 
     def topic_paused(self, category: str, topic: str, now: int) -> bool:
         until = self.paused.get((category, topic))
@@ -425,6 +426,8 @@ class SimApp:
             faults.paused[(str(data["category"]), str(data["topic"]))] = (
                 self.exchange.clock() + int(data["ms"])
             )
+        elif kind == "garble":
+            faults.garbled.add((str(data["category"]), str(data["topic"])))
         elif kind == "rate_limit":
             faults.rate_limit = int(data["count"])
         elif kind == "http_503":
@@ -454,7 +457,10 @@ class SimApp:
         subscribers = self.public_subs.get((category, topic))
         if not subscribers or self.faults.topic_paused(category, topic, self.exchange.clock()):
             return
-        text = message.decode()
+        if (category, topic) in self.faults.garbled:  # a malformed message, once
+            self.faults.garbled.discard((category, topic))
+            message = message[: len(message) // 2]
+        text = message.decode(errors="replace")
         at = self._delivery_time()
         frame = _frame(message)
         for conn in subscribers:

@@ -555,3 +555,25 @@ def test_shared_budget_shortage_lets_hedges_and_cancels_overtake_entry_amends(
         assert btc.stop() == 0
     finally:
         btc.close()
+
+
+# --- 8. a malformed venue message -----------------------------------------------------------
+
+
+def test_a_malformed_book_message_is_logged_and_the_book_is_rebuilt(
+    tmp_path: Path, sim: Sim, market: Market
+) -> None:
+    with running_worker(write_config(tmp_path, sim)) as worker:
+        worker.wait_event("resynced", timeout=30)
+        market.at("50000", "15")
+        one_open(sim, "spot", "Buy", price="50000")
+        sim.fault("garble", category="spot", topic="orderbook.50.BTCUSDT")
+        market.spot("50001", "50001.1")  # its orderbook.50 delta arrives cut in half
+        bad = worker.wait_event("bad_message", source="spot")
+        assert "orderbook.50.BTCUSDT" in bad["raw"] and bad["detail"]
+        # never a crash: the leg is rebuilt from a fresh snapshot and quoting goes on
+        market.spot("50002", "50002.1")
+        one_open(sim, "spot", "Buy", price="50002")
+        worker.assert_alive()
+        link_ids_unique(sim)
+        assert worker.stop() == 0
