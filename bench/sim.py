@@ -77,8 +77,12 @@ def _leg() -> dict[str, str]:
 
 
 class Simulator:
-    def __init__(self, config: Path, *, scripted: bool) -> None:
-        args = [sys.executable, "-m", "exchange_sim.cli", "--port", "0", "--config", str(config)]
+    """An ``exchange-sim`` process on a free port (its defaults without ``config``)."""
+
+    def __init__(self, config: Path | None, *, scripted: bool) -> None:
+        args = [sys.executable, "-m", "exchange_sim.cli", "--port", "0"]
+        if config is not None:
+            args += ["--config", str(config)]
         if scripted:
             args.append("--scripted")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
@@ -86,12 +90,14 @@ class Simulator:
         line = self.proc.stdout.readline().strip()
         if not line.startswith("listening on http://"):
             raise RuntimeError(f"simulator did not start: {line!r}")
-        self.host, port = line.removeprefix("listening on http://").rsplit(":", 1)
+        self.url = line.removeprefix("listening on ")
+        self.host, port = self.url.removeprefix("http://").rsplit(":", 1)
         self.port = int(port)
 
     def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
 
 
 def _signed(body: dict[str, str]) -> tuple[bytes, dict[str, str]]:

@@ -35,6 +35,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.common import Latency, latency
+from bench.sim import Simulator
 
 TARGET_MEDIAN_US, TARGET_P99_US, TARGET_MSGS_PER_S = 1000.0, 3000.0, 20000.0
 SAMPLES, WARMUP = 150, 10
@@ -52,17 +53,8 @@ class Processes:
 
     def __init__(self, folder: Path, *, public_ws: str | None = None) -> None:
         self.folder = folder
-        sim = subprocess.Popen(
-            [sys.executable, "-m", "exchange_sim.cli", "--port", "0", "--scripted"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert sim.stdout is not None
-        line = sim.stdout.readline().strip()
-        if not line.startswith("listening on http://"):
-            raise RuntimeError(f"simulator did not start: {line!r}")
-        self.sim = sim
-        self.url = line.removeprefix("listening on ")
+        self.sim = Simulator(None, scripted=True)
+        self.url = self.sim.url
         ws = self.url.replace("http://", "ws://")
         config = {
             "venue": "sim",
@@ -114,13 +106,13 @@ class Processes:
         raise RuntimeError(f"the worker did not start:\n{self.log.read_text()[-3000:]}")
 
     def close(self) -> None:
-        for proc in (self.worker, self.sim):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        if self.worker.poll() is None:
+            self.worker.terminate()
+            try:
+                self.worker.wait(15)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+        self.sim.close()
 
 
 # --- tick-to-order -------------------------------------------------------------------------

@@ -509,9 +509,8 @@ class Worker:
 
     async def _startup_resync(self) -> None:
         s = self.state
-        known = [*s.done.values(), *s.orders.values()]
-        now = self.clock_ms()
-        self.journal.submit(lambda j: j.orders_known(known, now))  # before any update of them
+        known, started = [*s.done.values(), *s.orders.values()], self.clock_ms()
+        self.journal.submit(lambda j: j.orders_known(known, started))  # before their updates
         self.feed(Resyncing())
         if not self.dry_run:
             # subscribed first, then asked: whatever happens after the answers is on the stream

@@ -586,3 +586,25 @@ def perp_position(sim: Sim, symbol: str = "BTCUSDT") -> Decimal:
 
 def spot_balance(sim: Sim, coin: str = "BTC") -> Decimal:
     return D(sim.account()["balances"][coin]["walletBalance"])
+
+
+def into_race(worker: WorkerProc, sim: Sim, market: Market) -> tuple[Json, Json]:
+    """A long entry at 50,000 filled by a trade through it: both exits resting.
+    Returns (perp hedge, spot exit) as the simulator lists them."""
+    market.at("50000", "15")
+    open_order(sim, "spot", "Buy")
+    sim.trade("spot", "BTCUSDT", "Sell", "50000", "0.52")  # empties the bid: set it again
+    market.spot("50000", "50000.1")
+    hedge = open_order(sim, "linear", "Sell")
+    spot_exit = open_order(sim, "spot", "Sell")
+    worker.wait_state(lambda s: s.phase.value == "race_exit" and len(s.orders) == 2)
+    return hedge, spot_exit
+
+
+def market_orders(sim: Sim, category: str, side: str) -> list[Json]:
+    """The worker's market orders on that category and side."""
+    return [
+        o
+        for o in own_orders(sim)
+        if o["category"] == category and o["orderType"] == "Market" and o["side"] == side
+    ]

@@ -13,6 +13,8 @@ from pathlib import Path
 from tests.integration.conftest import Sim
 from tests.integration.worker_harness import (
     Market,
+    into_race,
+    market_orders,
     open_order,
     own_orders,
     perp_position,
@@ -124,12 +126,7 @@ def test_both_exits_fill_and_the_excess_perp_is_closed_by_a_market_order(
 ) -> None:
     with running_worker(write_config(tmp_path, sim)) as worker:
         worker.wait_event("resynced", timeout=30)
-        market.at("50000", "15")
-        open_order(sim, "spot", "Buy")
-        sim.trade("spot", "BTCUSDT", "Sell", "50000", "0.52")
-        market.spot("50000", "50000.1")
-        hedge = open_order(sim, "linear", "Sell")
-        spot_exit = open_order(sim, "spot", "Sell")
+        hedge, spot_exit = into_race(worker, sim, market)
         # both exits fill before the worker's cancel can land: its requests are slowed down
         sim.fault("latency", rest_ms=400)
         sim.trade("linear", "BTCUSDT", "Buy", hedge["price"], "0.52")
@@ -137,11 +134,7 @@ def test_both_exits_fill_and_the_excess_perp_is_closed_by_a_market_order(
         sim.fault("clear")
         market.at("50000", "5")
         closing = wait_for(
-            lambda: [
-                o
-                for o in own_orders(sim)
-                if o["category"] == "linear" and o["orderType"] == "Market" and o["side"] == "Buy"
-            ],
+            lambda: market_orders(sim, "linear", "Buy"),
             message="a market perp buy closing the excess",
         )
         assert D(closing[0]["qty"]) == QTY
@@ -154,11 +147,7 @@ def test_both_exits_fill_and_the_excess_perp_is_closed_by_a_market_order(
 def test_emergency_unwind_from_carry(tmp_path: Path, sim: Sim, market: Market) -> None:
     with running_worker(write_config(tmp_path, sim)) as worker:
         worker.wait_event("resynced", timeout=30)
-        market.at("50000", "15")
-        open_order(sim, "spot", "Buy")
-        sim.trade("spot", "BTCUSDT", "Sell", "50000", "0.52")
-        market.spot("50000", "50000.1")
-        hedge = open_order(sim, "linear", "Sell")
+        hedge, _ = into_race(worker, sim, market)
         sim.trade("linear", "BTCUSDT", "Buy", hedge["price"], "0.52")
         worker.wait_state(lambda s: s.phase is Phase.CARRY_HEDGED)
         # the basis widens past emergency_unwind_bps (60): both legs market-unwound at once
@@ -176,18 +165,10 @@ def test_max_unhedged_ms_forces_a_market_hedge(tmp_path: Path, sim: Sim, market:
     config = write_config(tmp_path, sim, max_unhedged_ms=1000)
     with running_worker(config) as worker:
         worker.wait_event("resynced", timeout=30)
-        market.at("50000", "15")
-        open_order(sim, "spot", "Buy")
-        sim.trade("spot", "BTCUSDT", "Sell", "50000", "0.52")
-        market.spot("50000", "50000.1")
-        open_order(sim, "linear", "Sell")
+        into_race(worker, sim, market)
         # nobody trades against either exit: after max_unhedged_ms a market perp sell hedges
         market_hedge = wait_for(
-            lambda: [
-                o
-                for o in own_orders(sim)
-                if o["category"] == "linear" and o["orderType"] == "Market" and o["side"] == "Sell"
-            ],
+            lambda: market_orders(sim, "linear", "Sell"),
             timeout=10,
             message="a market perp hedge",
         )

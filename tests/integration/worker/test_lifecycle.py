@@ -14,6 +14,7 @@ from tests.integration.worker_harness import (
     HubStub,
     Market,
     WorkerProc,
+    into_race,
     open_order,
     own_orders,
     perp_position,
@@ -32,16 +33,6 @@ QTY = D("0.01")
 def log_lines(folder: Path, instance: str = "btc") -> int:
     """Lines in the instance's log so far (a restarted worker appends to it)."""
     return len((folder / f"{instance}.log").read_text().splitlines())
-
-
-def into_race(worker: WorkerProc, sim: Sim, market: Market) -> None:
-    market.at("50000", "15")
-    open_order(sim, "spot", "Buy")
-    sim.trade("spot", "BTCUSDT", "Sell", "50000", "0.52")
-    market.spot("50000", "50000.1")
-    open_order(sim, "linear", "Sell")
-    open_order(sim, "spot", "Sell")
-    worker.wait_state(lambda s: s.phase is Phase.RACE_EXIT and len(s.orders) == 2)
 
 
 def test_stop_in_race_exit_cancels_the_spot_exit_and_leaves_the_hedge_working(
@@ -204,3 +195,41 @@ def test_a_symbol_unknown_to_the_venue_is_a_configuration_error(tmp_path: Path, 
     assert worker.wait_exit(30) == 2
     failed = [line for line in worker.lines() if line.get("event") == "venue_check_failed"]
     assert failed and "NOPEUSDT" in json.dumps(failed[-1])
+
+
+def test_a_second_signal_stops_at_once_and_the_restart_resolves_what_was_in_flight(
+    tmp_path: Path, sim: Sim, market: Market
+) -> None:
+    config = write_config(tmp_path, sim)
+    with running_worker(config) as worker:
+        worker.wait_event("resynced", timeout=30)
+        market.at("50000", "15")
+        link = open_order(sim, "spot", "Buy")["orderLinkId"]
+        sim.fault("lose_reply", count=1)  # the stop's cancel lands, its answer never comes
+        worker.signal(signal.SIGTERM)
+        worker.wait_event("send", request="cancel", link_id=link)
+        worker.signal(signal.SIGTERM)  # the operator will not wait for the outcome
+        assert worker.wait_exit() == 0
+        assert worker.events("forced_stop")
+    assert sim.order(link)["orderStatus"] == "Cancelled"  # type: ignore[index]
+    before = log_lines(tmp_path)
+    market.at("50000", "0")
+    with running_worker(config) as worker:
+        worker.wait_event("resynced", timeout=30, after=before)
+        worker.wait_state(lambda s: s.phase is Phase.FLAT and not s.orders)
+        assert not worker.events("halted")
+        assert worker.stop() == 0
+
+
+def test_a_stop_while_resyncing_exits_cleanly_without_trading(
+    tmp_path: Path, sim: Sim, market: Market
+) -> None:
+    sim.fault("latency", rest_ms=1500)  # the resync's queries are slow to answer
+    with running_worker(write_config(tmp_path, sim)) as worker:
+        worker.wait_event("started", timeout=30)
+        market.at("50000", "15")
+        worker.signal(signal.SIGTERM)
+        assert worker.wait_exit(30) == 0
+        assert not worker.events("resynced") and not worker.events("send")
+    sim.fault("clear")
+    assert own_orders(sim) == []
