@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
-from typing import cast
 
 import msgspec
 
@@ -118,8 +117,8 @@ class Resume(msgspec.Struct, frozen=True, tag=True):
 Down = Stop | CancelEntry | Flatten | ClearRisk | Resume
 
 _encoder = msgspec.msgpack.Encoder()
-_up = msgspec.msgpack.Decoder(Up)
-_down = msgspec.msgpack.Decoder(Down)
+_up: msgspec.msgpack.Decoder[Up] = msgspec.msgpack.Decoder(Up)
+_down: msgspec.msgpack.Decoder[Down] = msgspec.msgpack.Decoder(Down)
 
 
 def encode(message: Up | Down) -> bytes:
@@ -132,14 +131,14 @@ def encode(message: Up | Down) -> bytes:
 
 def decode_up(payload: bytes) -> Up:
     try:
-        return cast(Up, _up.decode(payload))
+        return _up.decode(payload)
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"bad worker message: {exc}") from None
 
 
 def decode_down(payload: bytes) -> Down:
     try:
-        return cast(Down, _down.decode(payload))
+        return _down.decode(payload)
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"bad hub message: {exc}") from None
 

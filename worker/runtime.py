@@ -87,6 +87,10 @@ _PNL_SHOWN = Decimal("0.00000001")  # logs show PnL to 1e-8; the journal keeps i
 _T = TypeVar("_T")
 
 
+async def _raise(exc: Exception) -> list[Event]:
+    raise exc
+
+
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -94,7 +98,8 @@ def wall_ms() -> int:
 class OrderExecutor(Protocol):
     """Sends one order command and answers with the core events it produced."""
 
-    async def execute(self, command: OrderCommand) -> list[Event]: ...
+    def submit(self, command: OrderCommand) -> Awaitable[list[Event]]:
+        """Sends at once when it can (before returning); await the answer."""
 
 
 class ResyncVenue(Protocol):
@@ -304,13 +309,17 @@ class Worker:
             self.store.stage(self.state)  # a killed process cannot lose the new orders
         for command in sends:
             self._deferred.append(functools.partial(self._log_send, command, now))
-            task = asyncio.create_task(self._request(command))
+            try:
+                answer = self.orders.submit(command)  # on the wire now, as a rule
+            except Exception as exc:  # a client bug: the request may have gone out
+                answer = _raise(exc)
+            task = asyncio.ensure_future(self._request(command, answer))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
-    async def _request(self, command: OrderCommand) -> None:
+    async def _request(self, command: OrderCommand, answer: Awaitable[list[Event]]) -> None:
         try:
-            events = await self.orders.execute(command)
+            events = await answer
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a client bug: the request may have gone out
@@ -581,7 +590,7 @@ class Worker:
         self.position = await self._until(self.venue.perp_position, "perp position")
 
     async def _answers(self, query: cmd.QueryOrder) -> list[Event] | None:
-        events = await self.orders.execute(query)
+        events = await self.orders.submit(query)
         return events or None
 
     def _feed_own(self, events: list[Event]) -> None:

@@ -51,7 +51,7 @@ class PaperOrders:
         self.book[link_id] = update
         return update
 
-    async def execute(
+    async def submit(
         self, command: PlaceOrder | AmendOrder | CancelOrder | QueryOrder
     ) -> list[Event]:
         link_id = command.link_id

@@ -9,7 +9,7 @@ could not be asked (timeout, 5xx, refusal): the caller tries again and never gue
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -195,10 +195,10 @@ class BybitVenue:
     def remember(self, link_id: str, purpose: Purpose) -> None:
         self.orders.remember(link_id, purpose)
 
-    async def execute(
+    def submit(
         self, command: PlaceOrder | AmendOrder | CancelOrder | QueryOrder
-    ) -> list[Event]:
-        return await self.orders.execute(command)
+    ) -> Awaitable[list[Event]]:
+        return self.orders.submit(command)
 
     # ---------------------------------------------------------------- facts for the resync
 

@@ -12,7 +12,7 @@ has passed (a request still in flight could otherwise land after the answer).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -66,16 +66,41 @@ class BybitOrders:
         """Orders restored from the snapshot: their purpose decides their rate priority."""
         self._purpose[link_id] = purpose
 
-    async def execute(self, command: OrderCommand) -> list[Event]:
+    def submit(self, command: OrderCommand) -> Awaitable[list[Event]]:
+        """Start carrying out ``command``; await the core events it produced.
+
+        With a rate token at hand and an idle connection, the request is on the wire when this
+        returns (the runtime stages the state first and sends inside the core's step)."""
         if isinstance(command, QueryOrder):
-            return await self._query(command)
+            return self._query(command)
         params = self._params(command)
         request, reduces_risk = self._kind(command)
-        await self._wait_for_budget(reduces_risk)
-        self._last_send_ms[command.link_id] = self.clock_ms()
-        outcome = await self.rest.post(f"/v5/order/{request.value}", params)
+        if self.budget is not None and self.budget.take(reduces_risk=reduces_risk) > 0:
+            return self._send_later(command.link_id, request, params, reduces_risk)
+        link_id = command.link_id
+        return self._answer_to(link_id, request, self._send(link_id, request, params))
+
+    async def execute(self, command: OrderCommand) -> list[Event]:
+        return await self.submit(command)
+
+    def _send(self, link_id: str, request: Request, params: dict[str, Any]) -> Awaitable[Outcome]:
+        self._last_send_ms[link_id] = self.clock_ms()
+        return self.rest.post(f"/v5/order/{request.value}", params)
+
+    async def _send_later(
+        self, link_id: str, request: Request, params: dict[str, Any], reduces_risk: bool
+    ) -> list[Event]:
+        assert self.budget is not None
+        while (wait := self.budget.take(reduces_risk=reduces_risk)) > 0:
+            await asyncio.sleep(wait)
+        return await self._answer_to(link_id, request, self._send(link_id, request, params))
+
+    async def _answer_to(
+        self, link_id: str, request: Request, pending: Awaitable[Outcome]
+    ) -> list[Event]:
+        outcome = await pending
         self._feed_budget(outcome)
-        return [self._answer(command.link_id, request, outcome)]
+        return [self._answer(link_id, request, outcome)]
 
     def _kind(self, command: PlaceOrder | AmendOrder | CancelOrder) -> tuple[Request, bool]:
         if isinstance(command, PlaceOrder):
@@ -112,12 +137,6 @@ class BybitOrders:
                 params["price"] = _plain(command.price)
         params["orderLinkId"] = command.link_id
         return params
-
-    async def _wait_for_budget(self, reduces_risk: bool) -> None:
-        if self.budget is None:
-            return
-        while (wait := self.budget.take(reduces_risk=reduces_risk)) > 0:
-            await asyncio.sleep(wait)
 
     def _feed_budget(self, outcome: Outcome) -> None:
         if (

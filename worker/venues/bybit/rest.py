@@ -1,4 +1,4 @@
-"""Bybit V5 REST over aiohttp: signing, and every reply sorted into one of three outcomes.
+"""Bybit V5 REST: signing, and every reply sorted into one of three outcomes.
 
 ``Done`` carries the undecoded ``result``; ``Refused`` is a definitive refusal (its retCode is
 on the allow-list in :mod:`worker.venues.bybit.errors`); ``Unknown`` is everything else — a
@@ -7,7 +7,10 @@ envelope. For an order request ``Unknown`` means *the order may exist*: the call
 it by querying the ``orderLinkId`` and never sends it again. Nothing here raises for a venue
 or network problem, and no message carries the API key or secret.
 
-aiohttp was chosen by measurement (``python -m bench.rest_clients``, docs/venues.md).
+A POST is written to the socket when :meth:`BybitRest.post` is *called* (on an idle
+keep-alive connection of :mod:`worker.venues.http1`), not when its result is awaited: the
+order path sends inside the core's step. The client was chosen by measurement
+(``python -m bench.rest_clients``, docs/venues.md).
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
 import msgspec
 
 from worker.config_loader import ApiCredentials
@@ -28,6 +31,7 @@ from worker.core.model import RejectKind
 from worker.venues.bybit.errors import classify
 from worker.venues.bybit.parse import redact
 from worker.venues.bybit.schemas import RestEnvelope
+from worker.venues.http1 import HttpClient, HttpError, Reply
 
 __all__ = ["BybitRest", "Done", "RateLimit", "Refused", "Unknown", "sign", "sign_headers"]
 
@@ -86,11 +90,12 @@ def sign_headers(
 
 
 def _rate_limit(headers: Mapping[str, str]) -> RateLimit | None:
+    """From the reply's lower-cased header names."""
     try:
         return RateLimit(
-            limit=int(headers["X-Bapi-Limit"]),
-            remaining=int(headers["X-Bapi-Limit-Status"]),
-            reset_ms=int(headers["X-Bapi-Limit-Reset-Timestamp"]),
+            limit=int(headers["x-bapi-limit"]),
+            remaining=int(headers["x-bapi-limit-status"]),
+            reset_ms=int(headers["x-bapi-limit-reset-timestamp"]),
         )
     except (KeyError, ValueError):
         return None
@@ -101,7 +106,7 @@ def _wall_ms() -> int:
 
 
 class BybitRest:
-    """One keep-alive session to one Bybit REST base URL."""
+    """Keep-alive connections to one Bybit REST base URL."""
 
     def __init__(
         self,
@@ -115,9 +120,8 @@ class BybitRest:
         self.base_url = base_url.rstrip("/")
         self._credentials = credentials
         self.recv_window_ms = recv_window_ms
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.clock = clock
-        self._session: aiohttp.ClientSession | None = None
+        self._http = HttpClient(self.base_url, timeout_s=timeout_s)
 
     async def __aenter__(self) -> BybitRest:
         return self
@@ -126,51 +130,42 @@ class BybitRest:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
-        return self._session
+        await self._http.close()
 
     async def get(self, path: str, params: Mapping[str, str], *, auth: bool = True) -> Outcome:
         query = urlencode(sorted(params.items()))
         headers = self._auth(query) if auth else {}
-        url = f"{self.base_url}{path}?{query}" if query else f"{self.base_url}{path}"
-        return await self._send("GET", url, headers, None)
+        target = f"{path}?{query}" if query else path
+        return await self._outcome(self._http.request("GET", target, headers))
 
-    async def post(self, path: str, body: Mapping[str, object]) -> Outcome:
-        payload = json.dumps(body, separators=(",", ":"))
-        headers = {"Content-Type": "application/json", **self._auth(payload)}
-        return await self._send("POST", f"{self.base_url}{path}", headers, payload.encode())
+    def post(self, path: str, body: Mapping[str, object]) -> Coroutine[Any, Any, Outcome]:
+        """Sends now when a connection is idle (otherwise once awaited); await the outcome."""
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json", **self._auth(payload.decode())}
+        reply = self._http.start("POST", path, headers, payload)
+        if reply is None:
+            return self._outcome(self._http.request("POST", path, headers, payload))
+        return self._outcome(reply)
 
     def _auth(self, payload: str) -> dict[str, str]:
         if self._credentials is None:
             return {}
         return sign_headers(self._credentials, self.clock(), self.recv_window_ms, payload)
 
-    async def _send(
-        self, method: str, url: str, headers: dict[str, str], data: bytes | None
-    ) -> Outcome:
+    async def _outcome(self, pending: Awaitable[Reply]) -> Outcome:
         try:
-            async with self._http().request(method, url, headers=headers, data=data) as reply:
-                body = await reply.read()
-                limits = _rate_limit(reply.headers)
-                status = reply.status
-        except TimeoutError:
-            return Unknown("timed out")
-        except aiohttp.ClientError as exc:
-            return Unknown(f"connection error: {type(exc).__name__}")
-        if status != 200:
-            return Unknown(f"HTTP {status}", rate_limit=limits)
+            reply = await pending
+        except HttpError as exc:
+            return Unknown(str(exc))
+        limits = _rate_limit(reply.headers)
+        if reply.status != 200:
+            return Unknown(f"HTTP {reply.status}", rate_limit=limits)
         try:
-            envelope = msgspec.json.decode(body, type=RestEnvelope)
+            envelope = msgspec.json.decode(reply.body, type=RestEnvelope)
         except msgspec.DecodeError:
             return Unknown("reply is not a V5 envelope", rate_limit=limits)
         if envelope.ret_code == 0:
-            return Done(bytes(envelope.result), body, rate_limit=limits)
+            return Done(bytes(envelope.result), reply.body, rate_limit=limits)
         message = redact(envelope.ret_msg)
         kind = classify(envelope.ret_code)
         if kind is None:
