@@ -101,7 +101,7 @@ class PendingAmend(msgspec.Struct, kw_only=True):
     unknown: bool = False
 
 
-class Order(msgspec.Struct, kw_only=True):
+class Order(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One order of this instance, from the moment it is decided until well after it ends.
 
     Fills are counted from two independent sources, the order stream's cumulative figures and

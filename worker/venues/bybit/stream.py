@@ -12,16 +12,15 @@ backoff with jitter, and tries again, for as long as the socket runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
-from collections.abc import Callable
-
-import websockets
-from websockets.asyncio.client import ClientConnection, connect
+from collections.abc import Callable, Mapping
 
 from worker.config_loader import ApiCredentials
 from worker.venues.bybit.rest import sign
+from worker.venues.wsconn import WsClosedError, WsConnection
 
 __all__ = ["BybitSocket"]
 
@@ -58,7 +57,9 @@ class BybitSocket:
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
         self._rng = rng or random.Random()
-        self._ws: ClientConnection | None = None
+        self._ws: WsConnection | None = None
+        self._replies: dict[str, asyncio.Future[dict[str, object]]] = {}
+        self._fault = ""  # why the session ended, when this side ended it
         self._stopping = False
         self.connections = 0
 
@@ -90,73 +91,94 @@ class BybitSocket:
         ws = self._ws
         if ws is None:
             return
-        await ws.send(json.dumps({"op": "unsubscribe", "args": [topic]}))
-        await ws.send(json.dumps({"op": "subscribe", "args": [topic]}))
+        with contextlib.suppress(WsClosedError):  # the reconnection subscribes afresh
+            ws.send_text(json.dumps({"op": "unsubscribe", "args": [topic]}))
+            ws.send_text(json.dumps({"op": "subscribe", "args": [topic]}))
 
     async def _session(self) -> str:
         """One connection's life; returns why it ended."""
+        self._replies.clear()
         try:
-            async with connect(self.url, ping_interval=self.ping_interval_s, max_size=None) as ws:
-                self._ws = ws
-                self.connections += 1
-                await self._handshake(ws)
-                self.on_state(True, "connected")
-                pinger = asyncio.create_task(self._ping(ws))
-                try:
-                    while True:
-                        data = await ws.recv(decode=False)  # bytes: no decode and re-encode
-                        assert isinstance(data, bytes)
-                        if b'"topic"' in data:
-                            self.on_message(data)
-                        else:
-                            self._control(data)
-                except websockets.exceptions.ConnectionClosedOK:
-                    return "connection closed"
-                finally:
-                    pinger.cancel()
+            ws = await WsConnection.open(self.url, self._dispatch, timeout_s=_REPLY_TIMEOUT_S)
+        except WsClosedError as exc:
+            return str(exc)
+        self._ws = ws
+        self.connections += 1
+        ws.closed.add_done_callback(self._closed)
+        pinger = asyncio.create_task(self._ping(ws))
+        try:
+            await self._handshake(ws)
+            self.on_state(True, "connected")
+            reason = await ws.closed
+            return self._fault or reason
         except _RefusedError as exc:
             return str(exc)
-        except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
-            return f"connection lost: {type(exc).__name__}"
+        except (WsClosedError, TimeoutError) as exc:
+            return f"connection lost: {exc or type(exc).__name__}"
         finally:
+            pinger.cancel()
             self._ws = None
+            self._fault = ""
+            ws.abort()
 
-    async def _handshake(self, ws: ClientConnection) -> None:
+    def _closed(self, closed: asyncio.Future[str]) -> None:
+        """Nobody waits for a reply on a dead connection."""
+        replies, self._replies = self._replies, {}
+        for waiter in replies.values():
+            if not waiter.done():
+                waiter.set_exception(WsClosedError(closed.result()))
+
+    def _dispatch(self, data: bytes) -> None:
+        """Every message, as it is parsed: data to ``on_message``, replies to their waiter."""
+        if b'"topic"' in data:
+            self.on_message(data)
+            return
+        try:
+            message = json.loads(data)
+            op = message.get("op")
+        except (ValueError, AttributeError):
+            return  # not a control message we know; the data path reports bad data
+        waiter = self._replies.pop(op, None) if isinstance(op, str) else None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(message)
+        elif op == "subscribe" and not message.get("success"):  # a resubscription refused
+            self._fault = f"subscribe refused: {message.get('ret_msg', '')}"[:200]
+            if self._ws is not None:
+                self._ws.abort()
+
+    async def _handshake(self, ws: WsConnection) -> None:
         if self._credentials is not None:
             expires = time.time_ns() // 1_000_000 + _AUTH_EXPIRES_MS
             signature = sign(self._credentials, f"GET/realtime{expires}")
-            await ws.send(
-                json.dumps({"op": "auth", "args": [self._credentials.api_key, expires, signature]})
-            )
-            await self._await_reply(ws, "auth")
+            auth = {"op": "auth", "args": [self._credentials.api_key, expires, signature]}
+            await self._request(ws, "auth", auth)
         size = _SPOT_ARGS_PER_REQUEST if self.url.endswith("/spot") else len(self.topics) or 1
         for start in range(0, len(self.topics), size):
             chunk = self.topics[start : start + size]
-            await ws.send(json.dumps({"op": "subscribe", "args": chunk}))
-            await self._await_reply(ws, "subscribe")
+            await self._request(ws, "subscribe", {"op": "subscribe", "args": chunk})
 
-    async def _await_reply(self, ws: ClientConnection, op: str) -> None:
-        """Wait for the reply to ``op``; data arriving meanwhile is delivered, not lost."""
-        deadline = time.monotonic() + _REPLY_TIMEOUT_S
-        while True:
-            raw = await asyncio.wait_for(ws.recv(), max(0.0, deadline - time.monotonic()))
-            data = raw.encode() if isinstance(raw, str) else raw
-            message = json.loads(data)
-            if "topic" in message:
-                self.on_message(data)
-                continue
-            if message.get("op") == op:
-                if not message.get("success"):
-                    raise _RefusedError(f"{op} refused: {message.get('ret_msg', '')}"[:200])
-                return
+    async def _request(self, ws: WsConnection, op: str, message: Mapping[str, object]) -> None:
+        """Send ``message`` and wait for the reply to ``op``; data meanwhile is delivered."""
+        waiter: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+        self._replies[op] = waiter
+        ws.send_text(json.dumps(message))
+        try:
+            reply = await asyncio.wait_for(waiter, _REPLY_TIMEOUT_S)
+        except TimeoutError:
+            raise WsClosedError(f"no {op} reply") from None
+        if not reply.get("success"):
+            raise _RefusedError(f"{op} refused: {reply.get('ret_msg', '')}"[:200])
 
-    def _control(self, data: bytes) -> None:
-        """Pongs and (re)subscription acks need nothing; a refused subscribe is a fault."""
-        message = json.loads(data)
-        if message.get("op") == "subscribe" and not message.get("success"):
-            raise _RefusedError(f"subscribe refused: {message.get('ret_msg', '')}"[:200])
-
-    async def _ping(self, ws: ClientConnection) -> None:
+    async def _ping(self, ws: WsConnection) -> None:
+        """Bybit's application ping; a connection silent for two intervals is dead."""
+        seen = ws.received
         while True:
             await asyncio.sleep(self.ping_interval_s)
-            await ws.send('{"op":"ping"}')
+            with contextlib.suppress(WsClosedError):
+                ws.send_text('{"op":"ping"}')
+            await asyncio.sleep(self.ping_interval_s)
+            if ws.received == seen:
+                self._fault = "no message or pong for two ping intervals"
+                ws.abort()
+                return
+            seen = ws.received
