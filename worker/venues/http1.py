@@ -67,11 +67,11 @@ class _Connection(asyncio.Protocol):
             self._fail(HttpError(f"malformed reply: {type(exc).__name__}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        idle = self.waiter is None
+        dropped_warm = not self.closed and self.waiter is None  # the server closed an idle one
         self.closed = True
         self.client._forget(self)
         self._fail(HttpError(f"connection error: lost ({type(exc).__name__ if exc else 'closed'})"))
-        if idle:  # the server closed a warm connection: have another ready
+        if dropped_warm:  # have another ready
             self.client._replace_lost()
 
     # ------------------------------------------------------------------ httptools callbacks
@@ -166,7 +166,8 @@ class HttpClient:
         self.prefix = parts.path.rstrip("/")
         self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
         default_port = self.port == (443 if self._ssl else 80)
-        host_header = self.host if default_port else f"{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
+        host_header = host if default_port else f"{host}:{self.port}"
         self._fixed = f"Host: {host_header}\r\nUser-Agent: {_USER_AGENT}\r\n".encode("latin-1")
         self.timeout_s = timeout_s
         self.warm = warm
@@ -196,6 +197,8 @@ class HttpClient:
         pending = self.start(method, target, headers, body)
         if pending is None:
             connection = await self._connect()
+            if connection.closed:
+                raise HttpError("connection error: closed by the server before the request")
             pending = connection.send(self._encode(method, target, headers, body), self.timeout_s)
         return await pending
 
@@ -228,8 +231,6 @@ class HttpClient:
         return None
 
     async def _connect(self) -> _Connection:
-        if self._closed:
-            raise HttpError("client closed")
         loop = asyncio.get_running_loop()
         try:
             _, connection = await asyncio.wait_for(
@@ -246,6 +247,9 @@ class HttpClient:
             raise HttpError("timed out connecting") from None
         except OSError as exc:
             raise HttpError(f"connection error: cannot connect ({type(exc).__name__})") from None
+        if self._closed:  # before or while connecting
+            connection.close()
+            raise HttpError("client closed")
         self._all.add(connection)
         return connection
 
@@ -272,7 +276,7 @@ class HttpClient:
         """Open connections in the background so the next requests find one idle."""
         if self._closed:
             return
-        missing = self.warm - len(self._idle) - len(self._warming)
+        missing = self.warm - len(self._all) - len(self._warming)  # busy ones come back
         for _ in range(max(0, missing)):
             task = asyncio.get_running_loop().create_task(self._open_idle())
             self._warming.add(task)
