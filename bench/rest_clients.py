@@ -3,8 +3,9 @@
 ``python -m bench.rest_clients`` starts a scripted ``exchange-sim`` and times, sequentially
 on one keep-alive connection, a signed ``GET /v5/order/realtime`` (a query the worker makes
 on every unknown outcome and resync) with: pybit's synchronous ``HTTP`` (run directly, and
-through ``asyncio.to_thread`` as an event loop would have to), ``httpx.AsyncClient`` and
-``aiohttp.ClientSession``. docs/venues.md records the result and the choice.
+through ``asyncio.to_thread`` as an event loop would have to), ``httpx.AsyncClient``,
+``aiohttp.ClientSession`` and the worker's own ``worker.venues.http1.HttpClient``.
+docs/venues.md records the result and the choice.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,6 +25,7 @@ from pybit.unified_trading import HTTP
 
 from bench.common import Latency, latency
 from bench.sim import KEY, SECRET, Simulator, _bench_config
+from worker.venues.http1 import HttpClient
 
 N = 1500
 PARAMS = "category=linear&symbol=C000USDT"
@@ -78,6 +81,16 @@ async def _async_clients(url: str, session: HTTP) -> dict[str, Latency]:
                 return await r.json()
 
         out["aiohttp.ClientSession"] = await _time_async(aiohttp_call)
+    http1 = HttpClient(url)
+    try:
+
+        async def http1_call() -> object:
+            reply = await http1.request("GET", f"/v5/order/realtime?{PARAMS}", _headers(PARAMS))
+            return json.loads(reply.body)
+
+        out["worker.venues.http1.HttpClient"] = await _time_async(http1_call)
+    finally:
+        await http1.close()
     return out
 
 

@@ -21,7 +21,12 @@ import uvicorn
 from exchange_sim.config import SimConfigError, load_sim_config
 from exchange_sim.engine import Exchange
 from exchange_sim.journal import Journal, JournalError
-from exchange_sim.server import AbortableWebSocketProtocol, SimApp, wall_clock_ms
+from exchange_sim.server import (
+    AbortableWebSocketProtocol,
+    SimApp,
+    StampedHttpProtocol,
+    wall_clock_ms,
+)
 
 __all__ = ["main"]
 
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     server = uvicorn.Server(
         uvicorn.Config(
             app,
-            http="httptools",
+            http=StampedHttpProtocol,
             ws=AbortableWebSocketProtocol,
             ws_per_message_deflate=False,  # per-client compression would dominate fan-out cost
             loop="uvloop",

@@ -20,13 +20,20 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
 import msgspec
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from exchange_sim.auth import check_rest, check_ws
 from exchange_sim.engine import Exchange, Reply
 from exchange_sim.errors import PARAMS, VenueError
 
-__all__ = ["AbortableWebSocketProtocol", "Faults", "SimApp", "wall_clock_ms"]
+__all__ = [
+    "AbortableWebSocketProtocol",
+    "Faults",
+    "SimApp",
+    "StampedHttpProtocol",
+    "wall_clock_ms",
+]
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -64,6 +71,22 @@ class AbortableWebSocketProtocol(WebSocketsSansIOProtocol):
                 protocol.transport.abort()
         cls.live.clear()
         return len(protocols)
+
+
+class StampedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, noting when each request's first bytes were read off the
+    socket (``scope["arbhub.read_ns"]``, ``CLOCK_MONOTONIC``): the moment a client's request
+    reached the simulator, before the simulator's own HTTP parsing and dispatch."""
+
+    _read_ns = 0
+
+    def data_received(self, data: bytes) -> None:
+        self._read_ns = time.monotonic_ns()
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["arbhub.read_ns"] = self._read_ns  # type: ignore[typeddict-unknown-key]
 
 
 @dataclass
@@ -201,7 +224,8 @@ class SimApp:
         self._ticker: asyncio.Task[None] | None = None
         # when each order create arrived (CLOCK_MONOTONIC ns, shared by every process on the
         # host): benchmarks time a client's reaction against the publish time of /sim/book
-        self.arrivals: OrderedDict[str, int] = OrderedDict()
+        # orderLinkId → when its create was read off the socket, and when the handler got it
+        self.arrivals: OrderedDict[str, tuple[int, int]] = OrderedDict()
 
     # --- market clock -------------------------------------------------------------------
 
@@ -280,7 +304,8 @@ class SimApp:
         query: str,
         body: bytes,
     ) -> None:
-        arrived_ns = time.monotonic_ns()
+        handled_ns = time.monotonic_ns()
+        arrived_ns = (scope.get("arbhub.read_ns") or handled_ns, handled_ns)
         faults = self.faults
         if faults.rest_ms:
             await asyncio.sleep(faults.rest_ms / 1000)
@@ -355,7 +380,10 @@ class SimApp:
             if method == "GET" and path == "/sim/account":
                 return 200, {"accounts": ex.all_accounts()}
             if method == "GET" and path == "/sim/arrivals":
-                return 200, {"arrivals": dict(self.arrivals)}
+                return 200, {
+                    "arrivals": {k: read for k, (read, _) in self.arrivals.items()},
+                    "handled": {k: handled for k, (_, handled) in self.arrivals.items()},
+                }
             if method != "POST":
                 return 404, {"error": f"no such admin route: {method} {path}"}
             if path == "/sim/book":
@@ -403,7 +431,7 @@ class SimApp:
             return 400, {"error": f"bad request: {exc!r}"}
         return 200, {"ok": True}
 
-    def _arrived(self, link_id: str, arrived_ns: int) -> None:
+    def _arrived(self, link_id: str, arrived_ns: tuple[int, int]) -> None:
         if link_id:
             self.arrivals[link_id] = arrived_ns
             if len(self.arrivals) > _ARRIVALS_KEPT:

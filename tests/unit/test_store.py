@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from bench.common import params
 from worker.core import snapshot
-from worker.core.model import CoreState, Phase
+from worker.core.model import (
+    CoreState,
+    Leg,
+    Order,
+    OrderStatus,
+    OrderType,
+    Phase,
+    Purpose,
+    Side,
+)
 from worker.core.strategy import Core
 from worker.store import (
     IdReservation,
@@ -106,6 +116,43 @@ def test_a_staged_state_newer_than_the_snapshot_wins(tmp_path: Path) -> None:
     later.load()  # carries on from the newest serial
     later.save(state)
     assert phase_of(SnapshotStore(path)) == "race_exit"
+
+
+def _finished(link_id: str) -> Order:
+    return Order(
+        link_id=link_id,
+        leg=Leg.SPOT,
+        side=Side.BUY,
+        purpose=Purpose.ENTRY,
+        order_type=OrderType.LIMIT,
+        post_only=True,
+        reduce_only=False,
+        qty=Decimal("0.01"),
+        price=Decimal("50000"),
+        net_target=Decimal("0.01"),
+        status=OrderStatus.CANCELLED,
+        created_ms=1,
+        cycle=1,
+    )
+
+
+def test_the_staged_copy_leaves_out_finished_orders_and_a_restart_takes_the_durable_ones(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "btc.json"
+    store = SnapshotStore(path)
+    state = new_state(1_700_000_000)
+    state.done = {"btc-1-1": _finished("btc-1-1")}
+    store.save(state)
+    state.done["btc-1-2"] = _finished("btc-1-2")  # finished after the durable save
+    state.phase = Phase.ENTRY_WORKING
+    store.stage(state)
+    store.close()
+    assert b"btc-1-1" not in store.staged_path.read_bytes()  # none staged: fewer bytes to write
+    assert state.done.keys() == {"btc-1-1", "btc-1-2"}  # the live state is untouched
+    loaded = SnapshotStore(path).load()
+    assert loaded is not None and loaded.phase is Phase.ENTRY_WORKING
+    assert loaded.done.keys() == {"btc-1-1"}  # a message about btc-1-2 is now a late duplicate
 
 
 def test_a_torn_staging_write_falls_back_to_the_other_slot(tmp_path: Path) -> None:
