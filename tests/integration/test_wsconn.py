@@ -426,11 +426,6 @@ async def test_the_server_closes_with_1001_and_a_reason() -> None:
     await conn.close()  # a no-op once closed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wsconn.py _reason: .strip() is applied to the whole 'closed by the server "
-    "(CODE REASON)' string, which ends in ')', so an empty reason leaves '(1000 )'",
-)
 @aio
 async def test_a_close_without_a_reason_reads_cleanly() -> None:
     async def handler(ws: ServerConnection) -> None:
@@ -485,11 +480,6 @@ async def test_close_completes_the_closing_handshake() -> None:
         conn.send_text("too late")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wsconn.py WsConnection.close calls protocol.send_close() without a code: the "
-    "close frame is empty and the server sees 1005 (no status), not 1000",
-)
 @aio
 async def test_close_sends_the_normal_closure_code() -> None:
     codes: list[int | None] = []
@@ -557,11 +547,6 @@ async def test_a_server_that_never_answers_the_handshake_times_out() -> None:
         assert len(server.peers) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wsconn.py WsConnection.open: when asyncio.timeout fires while awaiting "
-    "connection.opened, the connected transport is never closed, so its socket leaks",
-)
 @aio
 async def test_a_timed_out_open_closes_its_socket() -> None:
     async def script(peer: Peer) -> None:
@@ -587,12 +572,6 @@ async def test_a_server_hanging_up_during_the_handshake() -> None:
         await server.check()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wsconn.py data_received: websockets emits no Response event for an unparsable "
-    "reply (it only sets handshake_exc), so _handshake_done never runs and open() reports "
-    "'connection lost' (or times out) instead of the handshake failure",
-)
 @aio
 async def test_a_garbage_handshake_reply_is_reported_as_such() -> None:
     async def script(peer: Peer) -> None:
@@ -862,12 +841,6 @@ async def test_stop_during_a_live_session_closes_and_ends_run() -> None:
         assert len(server.peers) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bybit/stream.py stop(): while WsConnection.open is in flight self._ws is None, "
-    "so nothing is closed; _session then handshakes, reports connected and waits on "
-    "ws.closed until the server drops it - run() does not end",
-)
 @aio
 async def test_stop_while_connecting_ends_run() -> None:
     answer = asyncio.Event()
@@ -890,11 +863,6 @@ async def test_stop_while_connecting_ends_run() -> None:
         assert (True, "connected") not in client.states
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bybit/stream.py run(): stop() during the backoff sleep does not wake it; run() "
-    "returns only after the whole delay (up to backoff_max_s, 30 s by default)",
-)
 @aio
 async def test_stop_during_the_backoff_ends_run() -> None:
     with socket.socket() as sock:

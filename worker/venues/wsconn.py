@@ -48,6 +48,7 @@ class WsConnection(asyncio.Protocol):
         uri = parse_uri(url)
         context = ssl.create_default_context() if uri.secure else None
         loop = asyncio.get_running_loop()
+        connection: WsConnection | None = None
         try:
             async with asyncio.timeout(timeout_s):
                 _, connection = await loop.create_connection(
@@ -58,10 +59,14 @@ class WsConnection(asyncio.Protocol):
                     server_hostname=uri.host if context else None,
                 )
                 await connection.opened
-        except TimeoutError:
-            raise WsClosedError("timed out opening the connection") from None
-        except OSError as exc:
-            raise WsClosedError(f"cannot connect ({type(exc).__name__})") from None
+        except BaseException as exc:  # timed out, refused, cancelled: never leave a socket
+            if connection is not None:
+                connection.abort()
+            if isinstance(exc, TimeoutError):
+                raise WsClosedError("timed out opening the connection") from None
+            if isinstance(exc, OSError):
+                raise WsClosedError(f"cannot connect ({type(exc).__name__})") from None
+            raise
         return connection
 
     # ------------------------------------------------------------------ asyncio protocol
@@ -79,10 +84,12 @@ class WsConnection(asyncio.Protocol):
                 self._frame(event)
             elif isinstance(event, Response):
                 self._handshake_done()
+        self._handshake_failed()
         self._flush()
 
     def eof_received(self) -> bool:
         self.protocol.receive_eof()
+        self._handshake_failed()
         self._flush()
         return False  # the transport closes itself
 
@@ -106,7 +113,7 @@ class WsConnection(asyncio.Protocol):
         if self.transport is None or self.closed.done():
             return
         if self.protocol.state is State.OPEN:
-            self.protocol.send_close()
+            self.protocol.send_close(1000)
             self._flush()
         try:
             await asyncio.wait_for(asyncio.shield(self.closed), _CLOSE_TIMEOUT_S)
@@ -128,6 +135,11 @@ class WsConnection(asyncio.Protocol):
             self.abort()
         elif not self.opened.done():
             self.opened.set_result(None)
+
+    def _handshake_failed(self) -> None:
+        """A reply that is not HTTP at all, or none before EOF, yields no ``Response``."""
+        if not self.opened.done() and self.protocol.handshake_exc is not None:
+            self._handshake_done()
 
     def _frame(self, frame: Frame) -> None:
         opcode = frame.opcode
@@ -163,7 +175,9 @@ class WsConnection(asyncio.Protocol):
             return f"protocol error: {protocol.parser_exc}"[:300]
         if protocol.close_rcvd is not None:
             close = protocol.close_rcvd
-            return f"closed by the server ({close.code} {close.reason})".strip()[:300]
+            detail = " ".join(filter(None, [str(close.code), close.reason]))
+            by = "by the server " if protocol.close_rcvd_then_sent else ""
+            return f"closed {by}({detail})"[:300]
         if exc is not None:
             return f"connection lost ({type(exc).__name__})"
         return "connection lost"

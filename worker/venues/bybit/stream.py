@@ -61,6 +61,7 @@ class BybitSocket:
         self._replies: dict[str, asyncio.Future[dict[str, object]]] = {}
         self._fault = ""  # why the session ended, when this side ended it
         self._stopping = False
+        self._stop = asyncio.Event()  # wakes the backoff wait
         self.connections = 0
 
     async def run(self) -> None:
@@ -74,7 +75,8 @@ class BybitSocket:
             self.on_state(False, reason)
             if time.monotonic() - started > _HEALTHY_AFTER_S:
                 delay = self.backoff_min_s
-            await asyncio.sleep(delay * (0.5 + self._rng.random()))  # jitter: 0.5–1.5×
+            with contextlib.suppress(TimeoutError):  # jitter: 0.5–1.5×
+                await asyncio.wait_for(self._stop.wait(), delay * (0.5 + self._rng.random()))
             delay = min(delay * 2, self.backoff_max_s)
 
     @property
@@ -83,6 +85,7 @@ class BybitSocket:
 
     async def stop(self) -> None:
         self._stopping = True
+        self._stop.set()
         if self._ws is not None:
             await self._ws.close()
 
@@ -108,6 +111,9 @@ class BybitSocket:
         pinger = asyncio.create_task(self._ping(ws))
         try:
             await self._handshake(ws)
+            if self._stopping:  # stopped while connecting: nobody may see it connected
+                await ws.close()
+                return "stopped"
             self.on_state(True, "connected")
             reason = await ws.closed
             return self._fault or reason
