@@ -214,14 +214,21 @@ class HttpClient:
     def _encode(
         self, method: str, target: str, headers: Mapping[str, str], body: bytes | None
     ) -> bytes:
-        lines = [f"{method} {self.prefix}{target} HTTP/1.1\r\n".encode("latin-1"), self._fixed]
-        lines.extend(f"{k}: {v}\r\n".encode("latin-1") for k, v in headers.items())
-        if body is not None:
-            lines.append(f"Content-Length: {len(body)}\r\n\r\n".encode("latin-1"))
-            lines.append(body)
-        else:
-            lines.append(b"\r\n")
-        return b"".join(lines)
+        head = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
+        if body is None:
+            return (
+                f"{method} {self.prefix}{target} HTTP/1.1\r\n".encode()
+                + self._fixed
+                + (f"{head}\r\n".encode("latin-1"))
+            )
+        return b"".join(
+            [
+                f"{method} {self.prefix}{target} HTTP/1.1\r\n".encode(),
+                self._fixed,
+                f"{head}Content-Length: {len(body)}\r\n\r\n".encode("latin-1"),
+                body,
+            ]
+        )
 
     def _take_idle(self) -> _Connection | None:
         while self._idle:
