@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import os
 import time
 import traceback
@@ -549,6 +550,7 @@ class Worker:
                 )
             )
         self.feed(Restarted(block_end=reserved))
+        gc.freeze()  # what startup built is permanent: collections stay short on the order path
         self.ready = True
         self.note = ""
         self._private_down_ms = None
