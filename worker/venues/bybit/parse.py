@@ -401,6 +401,11 @@ def wallet_balances(data: bytes | msgspec.Raw) -> list[WalletBalance]:
 # --- public order book --------------------------------------------------------------------
 
 
+def _sane(value: Decimal) -> bool:
+    """Finite, not negative, within the range :func:`_decimal` admits."""
+    return value.is_finite() and value >= 0 and (not value or -30 <= value.adjusted() <= 30)
+
+
 def parse_book(raw: bytes) -> BookUpdate:
     """An ``orderbook.{depth}.{symbol}`` push with Decimal levels (bids best first)."""
     try:
@@ -415,12 +420,16 @@ def parse_book(raw: bytes) -> BookUpdate:
     except ValueError:
         raise BybitError(f"order book depth {parts[1]!r}") from None
     data = message.data
+    for side in (data.b, data.a):
+        for price, size in side:
+            if not (_sane(price) and _sane(size)):
+                raise BybitError(f"order book level {price} {size}: not a finite number >= 0")
     return BookUpdate(
         symbol=data.s,
         depth=depth,
         snapshot=message.type == "snapshot",
-        bids=[(_decimal(p, "bid price"), _decimal(q, "bid size")) for p, q in data.b],
-        asks=[(_decimal(p, "ask price"), _decimal(q, "ask size")) for p, q in data.a],
+        bids=data.b,
+        asks=data.a,
         update_id=data.u,
         seq=data.seq,
         ts_ms=message.cts or message.ts,

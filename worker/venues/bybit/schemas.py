@@ -12,6 +12,8 @@ breaks a worker; fields we do not rely on have defaults.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import msgspec
 
 # --- common envelope -------------------------------------------------------------------------
@@ -299,8 +301,8 @@ class PrivateMessage(msgspec.Struct, rename="camel"):
 
 class BookData(msgspec.Struct):
     s: str
-    b: list[tuple[str, str]]
-    a: list[tuple[str, str]]
+    b: list[tuple[Decimal, Decimal]]  # decoded in C; parse_book checks they are sane
+    a: list[tuple[Decimal, Decimal]]
     u: int
     seq: int = 0
 
