@@ -5,9 +5,10 @@ One asyncio loop does everything that decides or sends (ARCHITECTURE §5, §6):
 - **Steps.** Every book update, order update, execution, reply, timer and operator command
   becomes one ``Core.step``; its commands run in order: a ``ReserveIds`` is fsynced before
   anything else, the state is *staged* (written without fsync, so a killed process cannot lose
-  it) before the step's new orders leave, then each order request becomes a task whose reply is
-  fed back as the next event. The durable snapshot, the journal, the log and the hub status
-  follow off the hot path.
+  it) before the step's new orders leave, then each order request is written to an idle
+  connection right there, inside the step, and a task awaits its reply, which is fed back as
+  the next event. The durable snapshot, the journal, the log and the hub status follow off the
+  hot path.
 - **Books.** ``orderbook.1`` gives the top of book the core prices from; ``orderbook.50``
   proves continuity: while its update ids have a gap (or after a disconnect) the leg is
   invalid, the ``.1`` tops are held back, and the topic is resubscribed for a new snapshot,
