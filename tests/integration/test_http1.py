@@ -23,11 +23,11 @@ from typing import Any, ParamSpec
 
 import pytest
 
+from tests.integration.waiting import WAIT_S, until
 from worker.venues.http1 import HttpClient, HttpError, Reply
 
 P = ParamSpec("P")
 TEST_LIMIT_S = 5.0  # the whole test, event loop included
-WAIT_S = 2.0  # the longest a test waits for something that should take milliseconds
 
 
 def aio(test: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
@@ -38,14 +38,6 @@ def aio(test: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
         asyncio.run(asyncio.wait_for(test(*args, **kwargs), TEST_LIMIT_S))
 
     return run
-
-
-async def until(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout} s")
-        await asyncio.sleep(0.005)
 
 
 def idle(http: HttpClient) -> int:

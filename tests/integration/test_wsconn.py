@@ -33,12 +33,12 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from tests.integration.waiting import WAIT_S, until
 from worker.venues.bybit.stream import BybitSocket
 from worker.venues.wsconn import WsClosedError, WsConnection
 
 P = ParamSpec("P")
 TEST_LIMIT_S = 10.0  # the whole test
-WAIT_S = 3.0  # the longest a test waits for something that should take milliseconds
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -66,14 +66,6 @@ def aio(test: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
         asyncio.run(main())
 
     return run
-
-
-async def until(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout} s")
-        await asyncio.sleep(0.005)
 
 
 class Inbox:
