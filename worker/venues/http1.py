@@ -233,7 +233,8 @@ class HttpClient:
     def _take_idle(self) -> _Connection | None:
         while self._idle:
             connection = self._idle.pop()  # the most recently used is the most likely alive
-            if not connection.closed:
+            transport = connection.transport
+            if not connection.closed and transport is not None and not transport.is_closing():
                 return connection
         return None
 
