@@ -11,12 +11,8 @@ Two cheaper writes serve the order path (§5.1). Before a step's orders are sent
 *staged*: written in place, without fsync, into one of two checksummed slots of
 ``<state_path>.staged`` (a ``pwrite`` of a few kilobytes, microseconds; creating and renaming
 a file costs hundreds of microseconds to milliseconds on ext4), which a killed process cannot
-lose. The slots alternate, so a write cut short leaves the previous stage whole. The staged
-copy leaves out the finished orders (most of the state's bytes): they serve only to recognise
-late and duplicated messages, their fills are already in the positions, and a restart from a
-staged copy takes them from the durable snapshot (an order finished since then is forgotten,
-which makes any later message about it a duplicate, as it is). The durable snapshot follows
-off the hot path. Every copy carries a serial and the newest readable one
+lose. The slots alternate, so a write cut short leaves the previous stage whole. The durable
+snapshot follows off the hot path. Every copy carries a serial and the newest readable one
 wins at start. Only a power loss can lose the staged copy, and then the durable *id
 reservation* (one fsync per block of ids) tells the restarted worker which ids to look up at
 the venue.
@@ -31,8 +27,6 @@ import struct
 import threading
 import zlib
 from pathlib import Path
-
-import msgspec
 
 from worker.core import snapshot
 from worker.core.model import CoreState
@@ -101,15 +95,12 @@ class SnapshotStore:
             data = None
         except OSError as exc:
             raise snapshot.SnapshotError(f"cannot read {self.path}: {exc.strerror}") from None
-        durable = None if data is None else snapshot.decode_with_serial(data, source=str(self.path))
-        found = durable
+        found = None if data is None else snapshot.decode_with_serial(data, source=str(self.path))
         for staged in self._staged():
             if found is None or staged[1] > found[1]:
                 found = staged
         if found is None:
             return None
-        if found is not durable and durable is not None:
-            found[0].done = durable[0].done  # the staged copy has none (see the module doc)
         self.serial = found[1]
         return found[0]
 
@@ -147,7 +138,7 @@ class SnapshotStore:
 
     def stage(self, state: CoreState) -> None:
         """Survives the process being killed, not a power loss; no fsync, no new file."""
-        data = self.encode(msgspec.structs.replace(state, done={}))
+        data = self.encode(state)
         if len(data) + _SLOT_HEADER.size > _SLOT:
             write_atomically(self.oversize_path, data, durable=False)  # rare: slow but whole
             return
