@@ -353,6 +353,7 @@ class Worker:
             record()
         now = self.clock_ms()
         self._dirty.set()
+        self.store.finished_orders(self.state)  # re-encoded now, not on the next order's path
         self._publish(now)
         self._arm_timer(now)
         self._reserve_ahead()

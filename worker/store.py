@@ -11,11 +11,13 @@ Two cheaper writes serve the order path (§5.1). Before a step's orders are sent
 *staged*: written in place, without fsync, into one of two checksummed slots of
 ``<state_path>.staged`` (a ``pwrite`` of a few kilobytes, microseconds; creating and renaming
 a file costs hundreds of microseconds to milliseconds on ext4), which a killed process cannot
-lose. The slots alternate, so a write cut short leaves the previous stage whole. The durable
-snapshot follows off the hot path. Every copy carries a serial and the newest readable one
-wins at start. Only a power loss can lose the staged copy, and then the durable *id
-reservation* (one fsync per block of ids) tells the restarted worker which ids to look up at
-the venue.
+lose. The slots alternate, so a write cut short leaves the previous stage whole. The finished
+orders, most of the state's bytes, are re-encoded only when the core's ``done_rev`` says they
+may have changed, and the runtime does that after its steps, so a book-driven order pays only
+for the rest. The durable snapshot follows off the hot path. Every copy carries a serial and
+the newest readable one wins at start. Only a power loss can lose the staged copy, and then
+the durable *id reservation* (one fsync per block of ids) tells the restarted worker which
+ids to look up at the venue.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import threading
 import zlib
 from pathlib import Path
 
+import msgspec
+
 from worker.core import snapshot
 from worker.core.model import CoreState
 
@@ -35,6 +39,7 @@ __all__ = ["IdReservation", "InstanceLock", "LockedError", "SnapshotStore", "wri
 
 _SLOT = 4 << 20  # bytes per staging slot; a larger state is staged by write-and-rename
 _SLOT_HEADER = struct.Struct("<QII")  # serial, payload length, crc32
+_done_encoder = msgspec.json.Encoder()
 
 
 class LockedError(RuntimeError):
@@ -84,6 +89,8 @@ class SnapshotStore:
         self.oversize_path = path.with_name(path.name + ".staged-big")
         self.serial = 0
         self._staged_fd: int | None = None
+        self._done_key: tuple[int, int, int] | None = None
+        self._done_raw = msgspec.Raw(b"{}")
 
     def load(self) -> CoreState | None:
         """The newest saved state, ``None`` for a first start; raises ``SnapshotError`` when
@@ -136,9 +143,18 @@ class SnapshotStore:
         """Durably write bytes from :meth:`encode` (callable from another thread)."""
         write_atomically(self.path, data)
 
+    def finished_orders(self, state: CoreState) -> msgspec.Raw:
+        """``state.done`` encoded, from the cache unless the core moved ``done_rev`` (or the
+        dict is another one) since: what :meth:`stage` splices in."""
+        key = (id(state.done), state.done_rev, len(state.done))
+        if key != self._done_key:
+            self._done_raw = msgspec.Raw(_done_encoder.encode(state.done))
+            self._done_key = key
+        return self._done_raw
+
     def stage(self, state: CoreState) -> None:
         """Survives the process being killed, not a power loss; no fsync, no new file."""
-        data = self.encode(state)
+        data = self.encode(msgspec.structs.replace(state, done=self.finished_orders(state)))
         if len(data) + _SLOT_HEADER.size > _SLOT:
             write_atomically(self.oversize_path, data, durable=False)  # rare: slow but whole
             return

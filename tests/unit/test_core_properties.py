@@ -40,6 +40,7 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+import msgspec
 import pytest
 from hypothesis import event as hypothesis_event
 from hypothesis import settings, target
@@ -304,7 +305,10 @@ class CoreMachine(RuleBasedStateMachine):
         known = isinstance(ev, Execution | OrderUpdate) and (
             ev.link_id in s.orders or ev.link_id in s.done
         )
+        pre_done, pre_rev = msgspec.json.encode(s.done), s.done_rev
         cmds = self.core.step(s, ev, self.now)
+        # the staged copy re-encodes the finished orders only when done_rev moved
+        assert msgspec.json.encode(s.done) == pre_done or s.done_rev != pre_rev, ev
         if self.shadow is not None:
             assert self.shadow_core is not None
             shadow_cmds = self.shadow_core.step(self.shadow, ev, self.now)

@@ -118,17 +118,8 @@ def test_a_staged_state_newer_than_the_snapshot_wins(tmp_path: Path) -> None:
     assert phase_of(SnapshotStore(path)) == "race_exit"
 
 
-def test_a_restart_from_the_staged_copy_knows_orders_finished_after_the_durable_save(
-    tmp_path: Path,
-) -> None:
-    """Finished orders are staged too: an order the venue knows must never be unknown to the
-    restarted worker, and a late fill of a finished order must still be recognised as seen
-    (make chaos caught a staged copy that left them out)."""
-    path = tmp_path / "btc.json"
-    store = SnapshotStore(path)
-    state = new_state(1_700_000_000)
-    store.save(state)
-    entry = Order(
+def _filled_entry() -> Order:
+    return Order(
         link_id="btc-1700000000-1",
         leg=Leg.SPOT,
         side=Side.BUY,
@@ -144,13 +135,44 @@ def test_a_restart_from_the_staged_copy_knows_orders_finished_after_the_durable_
         cycle=1,
         exec_ids=["e-1"],
     )
+
+
+def test_a_restart_from_the_staged_copy_knows_orders_finished_after_the_durable_save(
+    tmp_path: Path,
+) -> None:
+    """Finished orders are staged too: an order the venue knows must never be unknown to the
+    restarted worker, and a late fill of a finished order must still be recognised as seen
+    (make chaos caught a staged copy that left them out)."""
+    path = tmp_path / "btc.json"
+    store = SnapshotStore(path)
+    state = new_state(1_700_000_000)
+    store.save(state)
+    entry = _filled_entry()
     state.done[entry.link_id] = entry  # filled and retired after the durable save
+    state.done_rev += 1
     state.phase = Phase.RACE_EXIT
     store.stage(state)
     store.close()
     loaded = SnapshotStore(path).load()
     assert loaded is not None and loaded.phase is Phase.RACE_EXIT
     assert loaded.done[entry.link_id].exec_ids == ["e-1"]
+
+
+def test_a_finished_order_changed_by_the_core_is_staged_anew(tmp_path: Path) -> None:
+    """The staged copy reuses the finished orders' encoding until ``done_rev`` moves."""
+    path = tmp_path / "btc.json"
+    store = SnapshotStore(path)
+    state = new_state(1_700_000_000)
+    entry = _filled_entry()
+    state.done[entry.link_id] = entry
+    state.done_rev += 1
+    store.stage(state)
+    entry.exec_ids.append("e-2")  # a late fill of the finished order, as the core records it
+    state.done_rev += 1
+    store.stage(state)
+    store.close()
+    loaded = SnapshotStore(path).load()
+    assert loaded is not None and loaded.done[entry.link_id].exec_ids == ["e-1", "e-2"]
 
 
 def test_a_torn_staging_write_falls_back_to_the_other_slot(tmp_path: Path) -> None:

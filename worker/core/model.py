@@ -232,6 +232,7 @@ class CoreState(msgspec.Struct, kw_only=True):
     phase: Phase = Phase.FLAT
     orders: dict[str, Order] = msgspec.field(default_factory=dict)  # live orders
     done: dict[str, Order] = msgspec.field(default_factory=dict)  # recent terminal orders
+    done_rev: int = 0  # rises whenever ``done`` or an order in it may change (staging's cache)
     cycle: Cycle | None = None
     cycles_done: int = 0
     spot: LegPosition = msgspec.field(default_factory=LegPosition)

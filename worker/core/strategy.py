@@ -251,7 +251,9 @@ class Core:
         return True
 
     def _find(self, s: CoreState, link_id: str, out: Out, what: str) -> Order | None:
-        order = s.orders.get(link_id) or s.done.get(link_id)
+        order = s.orders.get(link_id)
+        if order is None and (order := s.done.get(link_id)) is not None:
+            s.done_rev += 1  # the caller may update a finished order (a late fill, say)
         if order is None and issued_before(s.ids, s.instance_id, link_id):
             # finished long ago and forgotten (DONE_KEEP): its final count was applied then
             s.duplicates_ignored += 1
@@ -583,6 +585,7 @@ class Core:
             cyc.market_shortfalls[key] = cyc.market_shortfalls.get(key, 0) + 1
         del s.orders[o.link_id]
         s.done[o.link_id] = o
+        s.done_rev += 1
         if len(s.done) > DONE_KEEP:
             del s.done[next(iter(s.done))]
         if (
