@@ -222,7 +222,7 @@ class Book:
                 want = remaining_qty
             if want <= 0:
                 break
-            taken = self._take_level(level, want, fills, exclude)
+            taken = self._take_level(level, want, fills, exclude, step)
             opposite.drop_if_empty(level)
             if remaining_value is not None:
                 remaining_value -= taken * price
@@ -235,9 +235,10 @@ class Book:
         return fills
 
     def _take_level(
-        self, level: Level, want: Decimal, fills: list[Fill], exclude: Resting | None
+        self, level: Level, want: Decimal, fills: list[Fill], exclude: Resting | None, step: Decimal
     ) -> Decimal:
-        """Consume up to ``want`` from one level in queue order; return what was taken."""
+        """Consume up to ``want`` from one level in queue order; return what was taken. A user
+        order fills in whole ``step``s only, as on the venue (background has no such rule)."""
         left = want
         for order in list(level.orders):
             if order is exclude:
@@ -250,7 +251,7 @@ class Book:
                 left -= take
             if left <= 0:
                 break
-            take = min(left, order.leaves)
+            take = min(left, order.leaves) // step * step
             if take > 0:
                 fills.append(Fill(level.price, take, order))
                 order.leaves -= take

@@ -1313,7 +1313,7 @@ class Exchange:
                     assert isinstance(order, Order)
                     while order.leaves > 0:
                         taken = _take_crossing_background(
-                            book, taker_side, level.price, order.leaves
+                            book, taker_side, level.price, order.leaves, inst.qty_step
                         )
                         if taken is None:
                             break
@@ -1573,9 +1573,10 @@ def _best_background(book: Book, side: str) -> Decimal | None:
 
 
 def _take_crossing_background(
-    book: Book, taker_side: str, limit: Decimal, want: Decimal
+    book: Book, taker_side: str, limit: Decimal, want: Decimal, step: Decimal
 ) -> tuple[Decimal, Decimal] | None:
-    """Remove up to ``want`` background that crosses a user order priced at ``limit``.
+    """Remove up to ``want`` background that crosses a user order priced at ``limit``, in
+    whole ``step``s (a user order never fills off its lot grid; a smaller remnant stays).
 
     A user bid is crossed by background asks at or below it (they act as a taker sell),
     a user ask by background bids at or above it (a taker buy); best prices go first.
@@ -1586,9 +1587,9 @@ def _take_crossing_background(
             taker_side == "Buy" and level.price < limit
         ):
             return None
-        if level.background <= 0:
+        qty = min(want, level.background) // step * step
+        if qty <= 0:
             continue
-        qty = min(want, level.background)
         book.set_background(book_side, level.price, level.background - qty)
         return level.price, qty
     return None

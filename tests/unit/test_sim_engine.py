@@ -589,6 +589,31 @@ def test_set_book_through_a_resting_spot_ask_fills_it_as_maker_at_its_price() ->
     assert sim.wallet("USDT") == D("100000") + D("19500.03") - D("19.50003")
 
 
+def test_background_off_the_lot_grid_fills_a_user_order_in_whole_lots_only() -> None:
+    """Bybit fills a linear order in multiples of qtyStep (0.001 here); a background level of
+    0.0025 crossing a resting ask fills 0.002 of it and leaves the remnant (make chaos once
+    met a 0.0025 fill, reported on the wire as 0.002 while the position moved by 0.0025)."""
+    sim = Sim()
+    sim.book("linear")
+    oid = sim.place("linear", "Sell", "0.010", "65000.1")
+    sim.book("linear", bids=[("65000.5", "0.0025")], asks=[("65001.0", "1.0")])
+    [fill] = sim.executions("linear", oid)
+    assert (fill["execQty"], D(fill["execValue"])) == ("0.002", D("0.002") * D("65000.1"))
+    pos = sim.position()
+    assert (pos["side"], pos["size"]) == ("Sell", "0.002")
+    assert D(pos["positionValue"]) == D("0.002") * D("65000.1")  # the wire's size is rounded
+    assert _status(sim, "linear", oid)[1] == D("0.002")
+
+
+def test_a_taker_after_off_grid_background_fills_the_user_order_in_whole_lots() -> None:
+    sim = Sim()
+    sim.book("linear", bids=[("64999.0", "1.0")], asks=[("65000.1", "0.0025")])
+    oid = sim.place("linear", "Sell", "0.010", "65000.1")  # queued behind 0.0025 background
+    sim.trade("linear", "Buy", "65000.1", "0.010")
+    [fill] = sim.executions("linear", oid)
+    assert D(fill["execValue"]) == D("0.007") * D("65000.1")  # not the 0.0075 left over
+
+
 # === 7. private messages ===================================================================
 
 
