@@ -1576,7 +1576,7 @@ def _take_crossing_background(
     book: Book, taker_side: str, limit: Decimal, want: Decimal, step: Decimal
 ) -> tuple[Decimal, Decimal] | None:
     """Remove up to ``want`` background that crosses a user order priced at ``limit``, in
-    whole ``step``s (a user order never fills off its lot grid; a smaller remnant stays).
+    whole ``step``s (a user order never fills off its lot grid; a smaller remnant is dropped).
 
     A user bid is crossed by background asks at or below it (they act as a taker sell),
     a user ask by background bids at or above it (a taker buy); best prices go first.
@@ -1588,7 +1588,8 @@ def _take_crossing_background(
         ):
             return None
         qty = min(want, level.background) // step * step
-        if qty <= 0:
+        if qty <= 0:  # less than a lot: it trades elsewhere rather than cross the book
+            book.set_background(book_side, level.price, ZERO)
             continue
         book.set_background(book_side, level.price, level.background - qty)
         return level.price, qty

@@ -603,6 +603,7 @@ def test_background_off_the_lot_grid_fills_a_user_order_in_whole_lots_only() -> 
     assert (pos["side"], pos["size"]) == ("Sell", "0.002")
     assert D(pos["positionValue"]) == D("0.002") * D("65000.1")  # the wire's size is rounded
     assert _status(sim, "linear", oid)[1] == D("0.002")
+    assert sim.top("linear", "Buy") == []  # the 0.0005 left over does not cross the book
 
 
 def test_a_taker_after_off_grid_background_fills_the_user_order_in_whole_lots() -> None:
