@@ -15,9 +15,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
-__all__ = ["Book", "Fill", "Level", "Resting"]
+__all__ = ["Book", "Fill", "Level", "Resting", "whole_lots"]
 
 ZERO = Decimal(0)
+
+
+def whole_lots(qty: Decimal, step: Decimal) -> Decimal:
+    """``qty`` rounded down to a multiple of ``step``, unchanged (digits and all) if it is one."""
+    rest = qty % step
+    return qty - rest if rest else qty
 
 
 class Resting(Protocol):
@@ -251,7 +257,7 @@ class Book:
                 left -= take
             if left <= 0:
                 break
-            take = min(left, order.leaves) // step * step
+            take = whole_lots(min(left, order.leaves), step)
             if take > 0:
                 fills.append(Fill(level.price, take, order))
                 order.leaves -= take

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
-from exchange_sim.book import Book, Fill
+from exchange_sim.book import Book, Fill, whole_lots
 from exchange_sim.config import SimConfig
 from exchange_sim.errors import PARAMS, VenueError, by_category
 from exchange_sim.feed import OB1_RESEND_MS, BookFeed, encode
@@ -1587,7 +1587,7 @@ def _take_crossing_background(
             taker_side == "Buy" and level.price < limit
         ):
             return None
-        qty = min(want, level.background) // step * step
+        qty = whole_lots(min(want, level.background), step)
         if qty <= 0:  # less than a lot: it trades elsewhere rather than cross the book
             book.set_background(book_side, level.price, ZERO)
             continue
