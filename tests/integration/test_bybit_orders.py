@@ -71,13 +71,13 @@ def _place(link: str, *, leg: Leg = Leg.SPOT, qty: str = "0.001", price: str | N
 def test_place_amend_query_cancel(sim: Sim) -> None:
     async def action(orders: BybitOrders) -> list[object]:
         events: list[object] = []
-        events += await orders.execute(_place("ord-1"))
-        events += await orders.execute(
+        events += await orders.submit(_place("ord-1"))
+        events += await orders.submit(
             AmendOrder(link_id="ord-1", leg=Leg.SPOT, qty=None, price=Decimal("30001"))
         )
-        events += await orders.execute(QueryOrder(link_id="ord-1", leg=Leg.SPOT))
-        events += await orders.execute(CancelOrder(link_id="ord-1", leg=Leg.SPOT))
-        events += await orders.execute(QueryOrder(link_id="ord-1", leg=Leg.SPOT))
+        events += await orders.submit(QueryOrder(link_id="ord-1", leg=Leg.SPOT))
+        events += await orders.submit(CancelOrder(link_id="ord-1", leg=Leg.SPOT))
+        events += await orders.submit(QueryOrder(link_id="ord-1", leg=Leg.SPOT))
         return events
 
     placed, amended, open_, cancelled, closed = run(sim, action)
@@ -93,11 +93,11 @@ def test_place_amend_query_cancel(sim: Sim) -> None:
 def test_refusals_and_unknown_outcomes(sim: Sim) -> None:
     async def action(orders: BybitOrders) -> list[object]:
         events: list[object] = []
-        events += await orders.execute(_place("ord-big", qty="80"))
-        events += await orders.execute(CancelOrder(link_id="ord-none", leg=Leg.SPOT))
-        events += await orders.execute(_place("ord-dup"))
-        events += await orders.execute(_place("ord-dup"))
-        events += await orders.execute(CancelOrder(link_id="ord-dup", leg=Leg.SPOT))
+        events += await orders.submit(_place("ord-big", qty="80"))
+        events += await orders.submit(CancelOrder(link_id="ord-none", leg=Leg.SPOT))
+        events += await orders.submit(_place("ord-dup"))
+        events += await orders.submit(_place("ord-dup"))
+        events += await orders.submit(CancelOrder(link_id="ord-dup", leg=Leg.SPOT))
         return events
 
     big, none, first, duplicate, _ = run(sim, action)
@@ -111,10 +111,10 @@ def test_a_lost_reply_is_resolved_by_query_not_by_resending(sim: Sim) -> None:
     sim.fault("lose_reply", count=1)
 
     async def action(orders: BybitOrders) -> list[object]:
-        lost = await orders.execute(_place("ord-lost"))
+        lost = await orders.submit(_place("ord-lost"))
         sim.fault("clear")
-        found = await orders.execute(QueryOrder(link_id="ord-lost", leg=Leg.SPOT))
-        await orders.execute(CancelOrder(link_id="ord-lost", leg=Leg.SPOT))
+        found = await orders.submit(QueryOrder(link_id="ord-lost", leg=Leg.SPOT))
+        await orders.submit(CancelOrder(link_id="ord-lost", leg=Leg.SPOT))
         return [*lost, *found]
 
     try:
@@ -129,11 +129,11 @@ def test_a_lost_reply_is_resolved_by_query_not_by_resending(sim: Sim) -> None:
 def test_not_found_only_after_the_receive_window(sim: Sim) -> None:
     async def action(orders: BybitOrders) -> tuple[list[object], list[object]]:
         early: list[object] = list(
-            await orders.execute(QueryOrder(link_id="ord-never", leg=Leg.PERP))
+            await orders.submit(QueryOrder(link_id="ord-never", leg=Leg.PERP))
         )
         await asyncio.sleep(0.1 + 1.0 + 0.2)  # recv window + safety margin
         late: list[object] = list(
-            await orders.execute(QueryOrder(link_id="ord-never", leg=Leg.PERP))
+            await orders.submit(QueryOrder(link_id="ord-never", leg=Leg.PERP))
         )
         return early, late
 
@@ -147,7 +147,7 @@ def test_spot_market_orders_are_in_base_units(sim: Sim) -> None:
 
     async def action(orders: BybitOrders) -> list[object]:
         orders.symbols[Leg.SPOT] = "SOLUSDT"
-        return list(await orders.execute(_place("ord-mkt", qty="0.5", price=None,
+        return list(await orders.submit(_place("ord-mkt", qty="0.5", price=None,
                                                 purpose=Purpose.UNWIND)))  # fmt: skip
 
     [ack] = run(sim, action)
@@ -161,14 +161,14 @@ def test_entries_wait_for_the_budget_but_cancels_use_the_reserve(sim: Sim, tmp_p
     budget = AccountBudget(tmp_path, API_KEY, rate_per_s=1.0, burst=2.0, reserve=1.0)
 
     async def action(orders: BybitOrders) -> tuple[list[object], float]:
-        await orders.execute(_place("ord-b1"))  # takes the one token above the reserve
+        await orders.submit(_place("ord-b1"))  # takes the one token above the reserve
         cancelled: list[object] = list(
-            await orders.execute(CancelOrder(link_id="ord-b1", leg=Leg.SPOT))
+            await orders.submit(CancelOrder(link_id="ord-b1", leg=Leg.SPOT))
         )
         t0 = time.monotonic()
-        await orders.execute(_place("ord-b2"))  # must wait for a refill
+        await orders.submit(_place("ord-b2"))  # must wait for a refill
         entry_s = time.monotonic() - t0
-        await orders.execute(CancelOrder(link_id="ord-b2", leg=Leg.SPOT))
+        await orders.submit(CancelOrder(link_id="ord-b2", leg=Leg.SPOT))
         return cancelled, entry_s
 
     cancelled, entry_s = run(sim, action, budget=budget)

@@ -80,9 +80,6 @@ class BybitOrders:
         link_id = command.link_id
         return self._answer_to(link_id, request, self._send(link_id, request, params))
 
-    async def execute(self, command: OrderCommand) -> list[Event]:
-        return await self.submit(command)
-
     def _send(self, link_id: str, request: Request, params: dict[str, Any]) -> Awaitable[Outcome]:
         self._last_send_ms[link_id] = self.clock_ms()
         return self.rest.post(f"/v5/order/{request.value}", params)
