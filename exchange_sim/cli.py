@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         uvicorn.Config(
             app,
             http=StampedHttpProtocol,
+            # idle keep-alive connections live 75 s, like common load balancers (uvicorn's
+            # default is 5 s): a client reusing a warm connection must not race its close
+            timeout_keep_alive=75,
             ws=AbortableWebSocketProtocol,
             ws_per_message_deflate=False,  # per-client compression would dominate fan-out cost
             loop="uvloop",
