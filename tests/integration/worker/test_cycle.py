@@ -131,8 +131,10 @@ def test_both_exits_fill_and_the_excess_perp_is_closed_by_a_market_order(
         sim.fault("latency", rest_ms=400)
         sim.trade("linear", "BTCUSDT", "Buy", hedge["price"], "0.52")
         sim.trade("spot", "BTCUSDT", "Buy", spot_exit["price"], "0.52")
-        sim.fault("clear")
+        # liquidity back before the fault ends: the excess perp's market close, sent the moment
+        # the private stream reports both fills, must find asks whenever it lands
         market.at("50000", "5")
+        sim.fault("clear")
         closing = wait_for(
             lambda: market_orders(sim, "linear", "Buy"),
             message="a market perp buy closing the excess",
