@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,6 +62,26 @@ def test_create_then_query_by_link_id(sim: Sim) -> None:
     assert update.link_id == "rest-ok-1"
     run(sim, lambda r: r.post("/v5/order/cancel", {"category": "spot", "symbol": "BTCUSDT",
                                                    "orderLinkId": "rest-ok-1"}))  # fmt: skip
+
+
+def test_the_simulator_stamps_a_create_when_it_is_read_and_when_it_is_handled(sim: Sim) -> None:
+    """``/sim/arrivals`` (the tick-to-order bench's clock): the read stamp belongs to this
+    request even on a reused keep-alive connection, and comes before the handler's."""
+
+    async def action(rest: BybitRest) -> list[tuple[int, int]]:
+        spans = []
+        for link in ("rest-stamp-1", "rest-stamp-2"):  # the second reuses the connection
+            await asyncio.sleep(0.05)
+            sent = time.monotonic_ns()
+            assert isinstance(await rest.post("/v5/order/create", _order(link)), Done)
+            spans.append((sent, time.monotonic_ns()))
+        return spans
+
+    spans = run(sim, action)
+    stamps = sim.admin("GET", "/sim/arrivals")
+    for link, (sent, answered) in zip(("rest-stamp-1", "rest-stamp-2"), spans, strict=True):
+        read, handled = stamps["arrivals"][link], stamps["handled"][link]
+        assert sent <= read <= handled <= answered, (link, sent, read, handled, answered)
 
 
 def _list(result: bytes) -> bytes:

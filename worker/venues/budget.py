@@ -47,20 +47,14 @@ class AccountBudget:
         self.burst = burst
         self.reserve = reserve
         self.clock = clock
-        self._fd: int | None = None  # open for the process's life: an order pays no open()
-
-    def _locked(self) -> int:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        return self._fd
 
     def take(self, *, reduces_risk: bool) -> float:
         """Spend one token now and return 0, or return the seconds to wait before asking
         again (nothing is spent)."""
         floor = 0.0 if reduces_risk else self.reserve
-        fd = self._locked()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             raw = os.pread(fd, _STATE.size, 0)
             now = self.clock()
             tokens: float = self.burst
@@ -74,14 +68,15 @@ class AccountBudget:
             os.pwrite(fd, _STATE.pack(tokens, now), 0)
             return (floor + 1 - tokens) / self.rate_per_s
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)  # closing releases the lock
 
     def penalise(self, reset_at_s: float) -> None:
         """The venue answered 10006: no tokens until its reset time, for every process."""
-        fd = self._locked()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             wait = max(0.0, reset_at_s - self.clock())
             # tokens go negative so that refilling reaches zero exactly at the reset time
             os.pwrite(fd, _STATE.pack(-wait * self.rate_per_s, self.clock()), 0)
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)

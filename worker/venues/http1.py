@@ -18,7 +18,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -182,25 +182,36 @@ class HttpClient:
         self, method: str, target: str, headers: Mapping[str, str], body: bytes | None = None
     ) -> asyncio.Future[Reply] | None:
         """Write the request now on an idle connection and return its reply's future; ``None``
-        when no connection is idle (then use :meth:`request`). Must run on the event loop."""
-        connection = self._take_idle()
-        if not self._idle:
-            self._warm_up()  # for the next request, after this one has left
-        if connection is None:
-            return None
-        return connection.send(self._encode(method, target, headers, body), self.timeout_s)
+        when no connection is idle (then use :meth:`send`). Must run on the event loop."""
+        return self._start(self._encode(method, target, headers, body))
+
+    def send(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes | None = None
+    ) -> Awaitable[Reply]:
+        """Written now on an idle connection, or once awaited on a new one; await the reply."""
+        data = self._encode(method, target, headers, body)
+        pending = self._start(data)
+        return pending if pending is not None else self._connect_and_send(data)
 
     async def request(
         self, method: str, target: str, headers: Mapping[str, str], body: bytes | None = None
     ) -> Reply:
         """Send the request (on a new connection if none is idle) and wait for the reply."""
-        pending = self.start(method, target, headers, body)
-        if pending is None:
-            connection = await self._connect()
-            if connection.closed:
-                raise HttpError("connection error: closed by the server before the request")
-            pending = connection.send(self._encode(method, target, headers, body), self.timeout_s)
-        return await pending
+        return await self.send(method, target, headers, body)
+
+    def _start(self, data: bytes) -> asyncio.Future[Reply] | None:
+        connection = self._take_idle()
+        if not self._idle:
+            self._warm_up()  # for the next request, after this one has left
+        if connection is None:
+            return None
+        return connection.send(data, self.timeout_s)
+
+    async def _connect_and_send(self, data: bytes) -> Reply:
+        connection = await self._connect()
+        if connection.closed:
+            raise HttpError("connection error: closed by the server before the request")
+        return await connection.send(data, self.timeout_s)
 
     async def close(self) -> None:
         self._closed = True

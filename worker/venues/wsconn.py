@@ -39,6 +39,7 @@ class WsConnection(asyncio.Protocol):
         self.closed: asyncio.Future[str] = loop.create_future()  # why it ended
         self.received = 0  # messages so far: a keepalive sees whether anything arrived
         self._parts: list[bytes] = []  # a fragmented message so far
+        self._close_deadline: asyncio.TimerHandle | None = None  # the peer must close by then
 
     @classmethod
     async def open(
@@ -166,8 +167,10 @@ class WsConnection(asyncio.Protocol):
                 transport.write_eof()  # the protocol's end of stream
             else:
                 transport.close()
-        if self.protocol.close_expected():
-            asyncio.get_running_loop().call_later(_CLOSE_TIMEOUT_S, self.abort)
+        if self.protocol.close_expected() and self._close_deadline is None:
+            self._close_deadline = asyncio.get_running_loop().call_later(
+                _CLOSE_TIMEOUT_S, self.abort
+            )
 
     def _reason(self, exc: Exception | None) -> str:
         protocol = self.protocol

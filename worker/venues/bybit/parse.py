@@ -128,9 +128,14 @@ def _decimal(raw: str, where: str, *, allow_negative: bool = False) -> Decimal:
         raise BybitError(f"malformed result: {where} is {raw!r}, not a decimal number") from None
     if value < 0 and not allow_negative:
         raise BybitError(f"malformed result: {where} is {raw!r}, expected >= 0")
-    if value and not -30 <= value.adjusted() <= 30:
+    if not _in_range(value):
         raise BybitError(f"malformed result: {where} is {raw!r}, out of range")
     return value
+
+
+def _in_range(value: Decimal) -> bool:
+    """Zero, or a magnitude between 1e-30 and 1e30: anything else is not a real price or size."""
+    return not value or -30 <= value.adjusted() <= 30
 
 
 def _step(raw: str, where: str) -> Decimal:
@@ -402,8 +407,8 @@ def wallet_balances(data: bytes | msgspec.Raw) -> list[WalletBalance]:
 
 
 def _sane(value: Decimal) -> bool:
-    """Finite, not negative, within the range :func:`_decimal` admits."""
-    return value.is_finite() and value >= 0 and (not value or -30 <= value.adjusted() <= 30)
+    """What :func:`_decimal` admits without ``allow_negative``."""
+    return value.is_finite() and value >= 0 and _in_range(value)
 
 
 def parse_book(raw: bytes) -> BookUpdate:

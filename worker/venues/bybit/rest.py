@@ -144,16 +144,13 @@ class BybitRest:
         query = urlencode(sorted(params.items()))
         headers = self._auth(query) if auth else {}
         target = f"{path}?{query}" if query else path
-        return await self._outcome(self._http.request("GET", target, headers))
+        return await self._outcome(self._http.send("GET", target, headers))
 
     def post(self, path: str, body: Mapping[str, object]) -> Coroutine[Any, Any, Outcome]:
         """Sends now when a connection is idle (otherwise once awaited); await the outcome."""
         payload = msgspec.json.encode(body)
         headers = {"Content-Type": "application/json", **self._auth(payload.decode())}
-        reply = self._http.start("POST", path, headers, payload)
-        if reply is None:
-            return self._outcome(self._http.request("POST", path, headers, payload))
-        return self._outcome(reply)
+        return self._outcome(self._http.send("POST", path, headers, payload))
 
     def _auth(self, payload: str) -> dict[str, str]:
         if self._credentials is None:
