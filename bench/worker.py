@@ -3,16 +3,18 @@
 ``make bench`` (``python -m bench.worker``). Everything runs as real processes on 127.0.0.1:
 
 * **tick-to-order**: a scripted ``exchange-sim`` and a real ``spot-future-arb`` worker. The
-  bench moves the perp book across the entry threshold with ``POST /sim/book`` (which answers
-  the moment it publishes, ``published_ns``); the worker reacts with a PostOnly spot buy, and
+  bench asks the simulator to move the perp book across the entry threshold 20 ms later
+  (``POST /sim/book`` with ``delay_ms``) and sleeps through the publish, so it does not wake
+  on the same cores while the worker reacts; the worker answers with a PostOnly spot buy, and
   the simulator records when that create request arrived (``GET /sim/arrivals``): when its
   first bytes were read off the socket (the figure the target is judged on: the request has
   reached the simulator), and, for reference, when the simulator's handler got it after its
-  own HTTP parsing and dispatch. All times are ``CLOCK_MONOTONIC``, shared by every process of
-  the host. The book is then moved back, the worker cancels, and the next sample starts.
-  Baseline, measured in the same run once the worker is stopped: the same publishes read off
-  the socket by a bare WebSocket subscriber in this process (the simulator's delivery floor),
-  stamped at the same point as the arrival.
+  own HTTP parsing and dispatch, beside the publish time. All times are ``CLOCK_MONOTONIC``,
+  shared by every process of the host. The book is then moved back, the worker cancels, and
+  the next sample starts.
+  Baseline, measured in the same run once the worker is stopped: a **reflex**, a bare
+  WebSocket subscriber in this process that writes a pre-signed order create over a warm
+  connection the moment the crossing book arrives: the same two hops with no work between.
 * **book messages/s**: the worker's public streams come from a feeder in this process that
   speaks Bybit's public WebSocket protocol and writes a pre-built backlog of ``orderbook.50``
   deltas and ``orderbook.1`` snapshots in one go; the last message crosses the threshold, so
@@ -38,10 +40,11 @@ from pathlib import Path
 import aiohttp
 
 from bench.common import Latency, latency
-from bench.sim import Simulator
+from bench.sim import Simulator, _signed
 
 TARGET_MEDIAN_US, TARGET_P99_US, TARGET_MSGS_PER_S = 1000.0, 3000.0, 20000.0
 SAMPLES, WARMUP = 150, 10
+PUBLISH_DELAY_S = 0.02
 BACKLOG = 100_000
 SPOT_BID = 50000
 TICK = "0.1"
@@ -127,6 +130,24 @@ async def _book(http: aiohttp.ClientSession, url: str, category: str, bid: str, 
         return int((await reply.json())["published_ns"])
 
 
+async def _book_later(http: aiohttp.ClientSession, url: str, bid: str) -> int:
+    """Move the perp book ``PUBLISH_DELAY_S`` after asking and sleep through the publish, so
+    this process is not waking up on the two cores while the client under measurement
+    reacts; returns the simulator's publish time."""
+    body = {
+        "category": "linear",
+        "symbol": "BTCUSDT",
+        "bids": [[bid, "5"]],
+        "asks": [[_ask(bid), "5"]],
+        "delay_ms": PUBLISH_DELAY_S * 1000,
+    }
+    async with http.post(f"{url}/sim/book", json=body) as reply:
+        reply.raise_for_status()
+    await asyncio.sleep(PUBLISH_DELAY_S + 0.03)
+    async with http.get(f"{url}/sim/arrivals") as reply:
+        return int((await reply.json())["published"]["linear/BTCUSDT"])
+
+
 def _ask(bid: str) -> str:
     return f"{float(bid) + float(TICK):.1f}"
 
@@ -152,7 +173,7 @@ async def _open_orders(http: aiohttp.ClientSession, url: str) -> int:
 
 class _Subscriber(asyncio.Protocol):
     """A bare WebSocket subscriber for the floor: it stamps each chunk the moment the loop
-    hands it over, with no client library in between."""
+    hands it over, with no client library in between, and can answer one with an order."""
 
     def __init__(self) -> None:
         self.chunks: list[tuple[int, bytes]] = []
@@ -160,6 +181,7 @@ class _Subscriber(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.upgraded = False
         self.buffer = bytearray()
+        self.reflex: tuple[bytes, bytes, asyncio.Transport] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -168,6 +190,9 @@ class _Subscriber(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.chunks.append((time.monotonic_ns(), data))
         self.ready.set()
+        if self.reflex is not None and self.reflex[0] in data:
+            self.reflex[2].write(self.reflex[1])
+            self.reflex = None
         if not self.upgraded:  # the HTTP 101 answer
             self.upgraded = True
             return
@@ -184,6 +209,10 @@ class _Subscriber(asyncio.Protocol):
             del self.buffer[: start + length]
             if opcode == 0x9 and self.transport is not None:
                 self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+
+    def arm(self, needle: bytes, request: bytes, to: asyncio.Transport) -> None:
+        """Write ``request`` to ``to`` the moment a chunk holding ``needle`` arrives."""
+        self.reflex = (needle, request, to)
 
     def first_with(self, needle: bytes, after: int) -> int | None:
         return next((t for t, data in self.chunks if t >= after and needle in data), None)
@@ -206,13 +235,13 @@ async def _subscribe(url: str, topic: str) -> tuple[asyncio.Transport, _Subscrib
     return transport, sub
 
 
-async def tick_to_order(procs: Processes) -> tuple[Latency, Latency, Latency]:
+async def tick_to_order(procs: Processes) -> tuple[Latency, Latency, Latency, Latency]:
     url = procs.url
     worker_ns: list[int] = []
     handled_ns: list[int] = []
-    floor_ns: list[int] = []
+    reflex_ns: list[int] = []  # publish → a bare reflex's create read by the simulator
+    hop_ns: list[int] = []  # publish → the same reflex's socket read
     async with aiohttp.ClientSession() as http:
-        transport, sub = await _subscribe(url, "orderbook.1.BTCUSDT")
         await _book(http, url, "spot", str(SPOT_BID), _ask(str(SPOT_BID)))
         flat = _perp_bid(0)
         await _book(http, url, "linear", flat, _ask(flat))
@@ -221,8 +250,7 @@ async def tick_to_order(procs: Processes) -> tuple[Latency, Latency, Latency]:
         seen = set(await _arrivals(http, url))
         for i in range(SAMPLES + WARMUP):
             crossing = _perp_bid(15 + (i % 3))  # a new price every time
-            published = await _book(http, url, "linear", crossing, _ask(crossing))
-            await asyncio.sleep(0.03)  # nobody asks the simulator anything meanwhile
+            published = await _book_later(http, url, crossing)
             link = None
             for _ in range(500):
                 arrivals, handled = await _stamps(http, url)
@@ -242,24 +270,68 @@ async def tick_to_order(procs: Processes) -> tuple[Latency, Latency, Latency]:
                     break
                 await asyncio.sleep(0.005)
             await asyncio.sleep(0.25)  # past the entry's re-placement pacing
-        # the floor: the same publishes reaching a bare subscriber, the worker stopped (on
-        # two cores a reacting worker would also delay the subscriber and blur the floor)
+        # the floor: the same publishes answered by a bare reflex, the worker stopped (on
+        # two cores a reacting worker would also delay the reflex and blur the floor)
         procs.worker.terminate()
         procs.worker.wait(30)
+        transport, sub = await _subscribe(url, "orderbook.1.BTCUSDT")
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        orders, _ = await asyncio.get_running_loop().create_connection(
+            asyncio.Protocol, host, int(port)
+        )
         for i in range(SAMPLES + WARMUP):
             crossing = _perp_bid(15 + (i % 3))
+            needle = f'"{crossing}'.encode()  # 50075.0(0)
+            link = f"reflex-{i}"
             sub.chunks.clear()
-            published = await _book(http, url, "linear", crossing, _ask(crossing))
-            await asyncio.sleep(0.03)
-            delivered = sub.first_with(f'"{crossing}'.encode(), published)  # 50075.0(0)
-            if delivered is None:
-                raise RuntimeError(f"floor sample {i}: the subscriber saw nothing")
+            sub.arm(needle, _create_request(host, link), orders)
+            published = await _book_later(http, url, crossing)
+            delivered = sub.first_with(needle, published)
+            arrived = (await _arrivals(http, url)).get(link)
+            if delivered is None or arrived is None:
+                raise RuntimeError(f"floor sample {i}: the reflex saw or sent nothing")
             if i >= WARMUP:
-                floor_ns.append(delivered - published)
+                hop_ns.append(delivered - published)
+                reflex_ns.append(arrived - published)
+            await _signed_post(http, url, "/v5/order/cancel", _spot_order(link))
             await _book(http, url, "linear", flat, _ask(flat))
             await asyncio.sleep(0.05)
+        orders.close()
         transport.close()
-    return latency(worker_ns), latency(handled_ns), latency(floor_ns)
+    return latency(worker_ns), latency(handled_ns), latency(reflex_ns), latency(hop_ns)
+
+
+def _spot_order(link: str, **fields: str) -> dict[str, str]:
+    return {"category": "spot", "symbol": "BTCUSDT", "orderLinkId": link, **fields}
+
+
+def _create_request(host: str, link: str) -> bytes:
+    """A signed PostOnly spot bid below the book, as raw HTTP/1.1 bytes ready to write."""
+    body, headers = _signed(
+        _spot_order(
+            link,
+            side="Buy",
+            orderType="Limit",
+            qty="0.01",
+            price=f"{SPOT_BID - 100}.0",
+            timeInForce="PostOnly",
+        )
+    )
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return (
+        f"POST /v5/order/create HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
+        f"{head}\r\n"
+    ).encode() + body
+
+
+async def _signed_post(
+    http: aiohttp.ClientSession, url: str, path: str, fields: dict[str, str]
+) -> None:
+    body, headers = _signed(fields)
+    async with http.post(f"{url}{path}", data=body, headers=headers) as reply:
+        answer = await reply.json()
+    if answer.get("retCode") != 0:
+        raise RuntimeError(f"{path}: {answer}")
 
 
 # --- book messages per second --------------------------------------------------------------
@@ -411,7 +483,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         procs = Processes(Path(tmp))
         try:
-            worker, handled, floor = asyncio.run(tick_to_order(procs))
+            worker, handled, reflex, hop = asyncio.run(tick_to_order(procs))
         finally:
             procs.close()
     with tempfile.TemporaryDirectory() as tmp:
@@ -420,21 +492,28 @@ def main() -> None:
     print("arbhub worker bench (simulator, worker and bench on this machine)")
     print(f"  python {sys.version.split()[0]}, {os.cpu_count()} cores, {SAMPLES} samples")
     print()
-    print(f"{'':44}{'median µs':>12}{'p99 µs':>12}{'× floor':>10}")
-    print(
-        f"{'tick-to-order (publish → create read by sim)':44}{worker.median_us:12.0f}"
-        f"{worker.p99_us:12.0f}{worker.median_us / floor.median_us:10.2f}   "
-        f"median {_mark(worker.median_us <= TARGET_MEDIAN_US)} (≤ {TARGET_MEDIAN_US:.0f}), "
-        f"p99 {_mark(worker.p99_us <= TARGET_P99_US)} (≤ {TARGET_P99_US:.0f})"
-    )
-    print(
-        f"{'  the same, to the sim handler (+ its HTTP)':44}{handled.median_us:12.0f}"
-        f"{handled.p99_us:12.0f}{handled.median_us / floor.median_us:10.2f}"
-    )
-    print(
-        f"{'floor: publish → bare WS subscriber':44}{floor.median_us:12.0f}{floor.p99_us:12.0f}"
-        f"{1:10.2f}"
-    )
+    print(f"{'':46}{'median µs':>12}{'p99 µs':>12}{'× floor':>10}")
+    rows = [
+        ("tick-to-order (publish → create read by sim)", worker),
+        ("  the same, to the sim handler (+ its HTTP)", handled),
+        ("floor: publish → reflex's create read by sim", reflex),
+        ("  publish → the reflex's socket (one hop)", hop),
+    ]
+    for label, figures in rows:
+        print(
+            f"{label:46}{figures.median_us:12.0f}{figures.p99_us:12.0f}"
+            f"{figures.median_us / reflex.median_us:10.2f}",
+            end="",
+        )
+        if figures is worker:
+            print(
+                f"   median {_mark(worker.median_us <= TARGET_MEDIAN_US)} "
+                f"(≤ {TARGET_MEDIAN_US:.0f}), p99 {_mark(worker.p99_us <= TARGET_P99_US)} "
+                f"(≤ {TARGET_P99_US:.0f})",
+                end="",
+            )
+        print()
+    print(f"  worker's own share of the median: {worker.median_us - reflex.median_us:.0f} µs")
     print()
     print(
         f"book messages/s one worker sustains: {rate:,.0f}   "

@@ -1254,12 +1254,23 @@ class Exchange:
         asks: list[tuple[Decimal, Decimal]],
     ) -> None:
         """Replace one book's background liquidity; user orders stay where they are."""
+        inst = self.check_book(category, symbol, bids, asks)
+        with self._operation():
+            self.replace_background(inst, bids, asks)
+
+    def check_book(
+        self,
+        category: str,
+        symbol: str,
+        bids: list[tuple[Decimal, Decimal]],
+        asks: list[tuple[Decimal, Decimal]],
+    ) -> Instrument:
+        """The instrument, if every level of a new book is on its grid (else a VenueError)."""
         inst = self.instrument(category, symbol)
         for price, size in (*bids, *asks):
             if price <= 0 or size < 0 or not _on_grid(price, inst.tick_size):
                 raise VenueError(PARAMS, f"level {price} {size} is not on the instrument's grid")
-        with self._operation():
-            self.replace_background(inst, bids, asks)
+        return inst
 
     def replace_background(
         self,

@@ -226,6 +226,8 @@ class SimApp:
         # host): benchmarks time a client's reaction against the publish time of /sim/book
         # orderLinkId → when its create was read off the socket, and when the handler got it
         self.arrivals: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        # "category/symbol" → when /sim/book last published it (the delayed ones included)
+        self.published: dict[str, int] = {}
 
     # --- market clock -------------------------------------------------------------------
 
@@ -383,18 +385,27 @@ class SimApp:
                 return 200, {
                     "arrivals": {k: read for k, (read, _) in self.arrivals.items()},
                     "handled": {k: handled for k, (_, handled) in self.arrivals.items()},
+                    "published": self.published,
                 }
             if method != "POST":
                 return 404, {"error": f"no such admin route: {method} {path}"}
             if path == "/sim/book":
-                published_ns = time.monotonic_ns()  # before the book is published
-                ex.set_book(
+                book = (
                     str(data["category"]),
                     str(data["symbol"]),
                     _levels(data.get("bids", [])),
                     _levels(data.get("asks", [])),
                 )
-                return 200, {"ok": True, "published_ns": published_ns}
+                ex.check_book(*book)
+                delay_ms = float(data.get("delay_ms", 0))
+                if not 0 <= delay_ms <= 60_000:
+                    raise ValueError("delay_ms must be between 0 and 60000")
+                if delay_ms:
+                    # the caller is back asleep when the book goes out, so a benchmark's own
+                    # wakeup does not compete with the client it times
+                    asyncio.get_running_loop().call_later(delay_ms / 1000, self._set_book, *book)
+                    return 200, {"ok": True}
+                return 200, {"ok": True, "published_ns": self._set_book(*book)}
             elif path == "/sim/trade":
                 fills = ex.print_trade(
                     str(data["category"]),
@@ -430,6 +441,19 @@ class SimApp:
         except (KeyError, ValueError, TypeError, InvalidOperation) as exc:
             return 400, {"error": f"bad request: {exc!r}"}
         return 200, {"ok": True}
+
+    def _set_book(
+        self,
+        category: str,
+        symbol: str,
+        bids: list[tuple[Decimal, Decimal]],
+        asks: list[tuple[Decimal, Decimal]],
+    ) -> int:
+        """Publish a new book; returns (and keeps) the time just before it went out."""
+        published_ns = time.monotonic_ns()
+        self.exchange.set_book(category, symbol, bids, asks)
+        self.published[f"{category}/{symbol}"] = published_ns
+        return published_ns
 
     def _arrived(self, link_id: str, arrived_ns: tuple[int, int]) -> None:
         if link_id:

@@ -84,6 +84,37 @@ def test_the_simulator_stamps_a_create_when_it_is_read_and_when_it_is_handled(si
         assert sent <= read <= handled <= answered, (link, sent, read, handled, answered)
 
 
+def test_a_delayed_book_goes_out_later_and_keeps_its_publish_time(sim: Sim) -> None:
+    """``/sim/book`` with ``delay_ms`` (the bench sleeps through the publish): answered at
+    once, published after the delay, its publish time kept for ``/sim/arrivals``; a bad
+    level or delay is refused at once, never left to fail in the background."""
+
+    def best_bid() -> str:
+        query = {"category": "linear", "symbol": "ETHUSDT", "limit": "1"}
+        return str(sim.http.get("/v5/market/orderbook", params=query).json()["result"]["b"][0][0])
+
+    body: dict[str, Any] = {
+        "category": "linear",
+        "symbol": "ETHUSDT",
+        "bids": [["3111.11", "2"]],
+        "asks": [["3111.12", "2"]],
+    }
+    sim.admin("POST", "/sim/book", {**body, "bids": [["3100.00", "2"]]})
+    asked = time.monotonic_ns()
+    assert "published_ns" not in sim.admin("POST", "/sim/book", {**body, "delay_ms": 400})
+    assert best_bid() == "3100.00"
+    deadline = time.monotonic() + 5
+    while best_bid() != "3111.11":
+        assert time.monotonic() < deadline, "the delayed book never went out"
+        time.sleep(0.02)
+    published = sim.admin("GET", "/sim/arrivals")["published"]["linear/ETHUSDT"]
+    assert asked + 400_000_000 <= published <= time.monotonic_ns()
+    for bad in ({"bids": [["3111.115", "2"]], "delay_ms": 50}, {"delay_ms": -1}):
+        assert sim.http.post("/sim/book", json={**body, **bad}).status_code == 400
+    time.sleep(0.1)
+    assert best_bid() == "3111.11"
+
+
 def _list(result: bytes) -> bytes:
     return bytes(msgspec.json.decode(result, type=ListResult).items)
 
