@@ -37,7 +37,7 @@ import gc
 import os
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
@@ -103,6 +103,9 @@ class OrderExecutor(Protocol):
     def submit(self, command: OrderCommand) -> Awaitable[list[Event]]:
         """Sends at once when it can (before returning); await the answer."""
 
+    def sign_ahead(self, likely: Sequence[cmd.PlaceOrder]) -> None:
+        """Build ahead the requests for orders the core is likely to place next."""
+
 
 class ResyncVenue(Protocol):
     """The venue as the runtime uses it besides sending orders."""
@@ -167,6 +170,7 @@ class Worker:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0
         self._after_pending = False
+        self._sign_pending = False
         self._deferred: list[Callable[[], None]] = []  # logs and journal writes of this turn
         self._reserving = False
         self._dirty = asyncio.Event()
@@ -422,11 +426,13 @@ class Worker:
             top = self.top[leg].apply(update)
             if top is not None:
                 self.feed(top)
+                self._sign_ahead_soon()
             return
         result = self.deep[leg].apply(update)
         if isinstance(result, BookTop):
             if update.snapshot:  # a (re)start of the deep book: its top is good right away
                 self.feed(result)
+                self._sign_ahead_soon()
         elif isinstance(result, BookInvalid):
             gap = self.deep[leg].needs_snapshot  # an update-id gap: only a snapshot heals it
             if gap:
@@ -435,6 +441,17 @@ class Worker:
             self.feed(result)  # no quoting or exit pricing on this leg until a good top
             if gap:
                 self._spawn(self.venue.resubscribe_book(leg, 50))
+
+    def _sign_ahead_soon(self) -> None:
+        """Once per loop turn, after the steps: sign the entry the next crossing would send."""
+        if not self._sign_pending:
+            self._sign_pending = True
+            asyncio.get_running_loop().call_soon(self._sign_entries_ahead)
+
+    def _sign_entries_ahead(self) -> None:
+        self._sign_pending = False
+        if self._crash is None:
+            self.orders.sign_ahead(self.core.entry_candidates(self.state))
 
     def on_events(self, events: list[Event]) -> None:
         for event in events:

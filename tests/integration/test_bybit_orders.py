@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
+
+import msgspec
 
 from tests.integration.conftest import API_KEY, API_SECRET, Sim
 from worker.config_loader import ApiCredentials
@@ -22,7 +24,7 @@ from worker.core.events import (
 from worker.core.model import Leg, OrderStatus, OrderType, Purpose, RejectKind, Request, Side
 from worker.venues.budget import AccountBudget
 from worker.venues.bybit.orders import BybitOrders
-from worker.venues.bybit.rest import BybitRest
+from worker.venues.bybit.rest import BybitRest, PreparedPost
 
 T = TypeVar("T")
 
@@ -38,11 +40,12 @@ def run(
     recv_window_ms: int = 5000,
     timeout_s: float = 5.0,
     budget: AccountBudget | None = None,
+    clock: Callable[[], int] = _now_ms,
 ) -> T:
     async def go() -> T:
         creds = ApiCredentials(API_KEY, API_SECRET)
         async with BybitRest(
-            sim.url, creds, recv_window_ms=recv_window_ms, timeout_s=timeout_s
+            sim.url, creds, recv_window_ms=recv_window_ms, timeout_s=timeout_s, clock=clock
         ) as rest:
             orders = BybitOrders(
                 rest, spot_symbol="BTCUSDT", perp_symbol="BTCUSDT", budget=budget,
@@ -174,3 +177,50 @@ def test_entries_wait_for_the_budget_but_cancels_use_the_reserve(sim: Sim, tmp_p
     cancelled, entry_s = run(sim, action, budget=budget)
     assert isinstance(cancelled[0], Acknowledged)  # the cancel went out on the reserve
     assert entry_s >= 0.9  # the entry waited for a whole token to come back
+
+
+def test_an_entry_signed_ahead_goes_out_as_signed_and_anything_else_is_signed_when_sent(
+    sim: Sim,
+) -> None:
+    """``sign_ahead``: a command equal to a prepared one is written as prepared (no new
+    signature, and the venue accepts it); a different command, a prepared request older than
+    its TTL, or one signed by a clock that has since stepped back is signed afresh."""
+    offset = [-1500]  # the venue accepts a timestamp up to its receive window (5 s) old
+    signed: list[str] = []
+
+    async def action(orders: BybitOrders) -> list[object]:
+        rest = orders.rest
+        real_prepare = rest.prepare_post
+
+        def counting(path: str, body: Mapping[str, object]) -> PreparedPost:
+            signed.append(str(body["orderLinkId"]))
+            return real_prepare(path, body)
+
+        rest.prepare_post = counting  # type: ignore[method-assign]
+        buy = _place("ord-sa-1")
+        sell = msgspec.structs.replace(buy, side=Side.SELL, price=Decimal("90000"))
+        orders.sign_ahead([buy, sell])
+        orders.sign_ahead([buy, sell])  # unchanged and young: nothing is signed again
+        assert signed == ["ord-sa-1", "ord-sa-1"]
+        answers: list[object] = list(await orders.submit(buy))
+        assert signed == ["ord-sa-1", "ord-sa-1"]  # written as prepared
+        other = _place("ord-sa-2")
+        orders.sign_ahead([other])
+        changed = msgspec.structs.replace(other, price=Decimal("29999"))
+        answers += await orders.submit(changed)  # not what was prepared
+        assert signed[-2:] == ["ord-sa-2", "ord-sa-2"]
+        orders.sign_ahead([_place("ord-sa-3")])
+        offset[0] = 0  # 1.5 s later by the signing clock: older than the TTL
+        answers += await orders.submit(_place("ord-sa-3"))
+        assert signed[-2:] == ["ord-sa-3", "ord-sa-3"]
+        orders.sign_ahead([_place("ord-sa-4")])
+        offset[0] = -1500  # the clock stepped back: the prepared request is not trusted
+        answers += await orders.submit(_place("ord-sa-4"))
+        assert signed[-2:] == ["ord-sa-4", "ord-sa-4"]
+        for link in ("ord-sa-1", "ord-sa-2", "ord-sa-3", "ord-sa-4"):
+            await orders.submit(CancelOrder(link_id=link, leg=Leg.SPOT))
+        return answers
+
+    answers = run(sim, action, clock=lambda: _now_ms() + offset[0])
+    acks = [a for a in answers if isinstance(a, Acknowledged)]
+    assert [a.link_id for a in acks] == ["ord-sa-1", "ord-sa-2", "ord-sa-3", "ord-sa-4"], answers

@@ -306,7 +306,15 @@ class CoreMachine(RuleBasedStateMachine):
             ev.link_id in s.orders or ev.link_id in s.done
         )
         pre_done, pre_rev = msgspec.json.encode(s.done), s.done_rev
+        candidates, pre_spot = self.core.entry_candidates(s), s.spot_book
         cmds = self.core.step(s, ev, self.now)
+        if pre_phase is Phase.FLAT and s.spot_book == pre_spot:
+            # the runtime signs the candidates ahead: an entry the spot book did not move
+            # must be exactly one of them, or the prepared request would never be used
+            for c in cmds:
+                if isinstance(c, PlaceOrder) and c.purpose is Purpose.ENTRY:
+                    assert c in candidates, (ev, c, candidates)
+                    event("an entry was one of the signed-ahead candidates")
         # the staged copy re-encodes the finished orders only when done_rev moved
         assert msgspec.json.encode(s.done) == pre_done or s.done_rev != pre_rev, ev
         if self.shadow is not None:

@@ -53,9 +53,14 @@ def allocate(ids: IdState, instance_id: str) -> tuple[str, ReserveIds | None]:
     if ids.next_seq >= ids.block_end:
         ids.block_end = ids.next_seq + ID_BLOCK
         reserve = ReserveIds(epoch=ids.epoch, block_end=ids.block_end)
-    link_id = format_link_id(instance_id, ids.epoch, ids.next_seq)
+    link_id = next_link_id(ids, instance_id)
     ids.next_seq += 1
     return link_id, reserve
+
+
+def next_link_id(ids: IdState, instance_id: str) -> str:
+    """The id :func:`allocate` hands out next (nothing is allocated)."""
+    return format_link_id(instance_id, ids.epoch, ids.next_seq)
 
 
 def unaccounted_ids(ids: IdState, instance_id: str) -> list[str]:

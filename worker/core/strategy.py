@@ -56,7 +56,7 @@ from worker.core.events import (
     VenueMismatch,
     WalletBalance,
 )
-from worker.core.ids import allocate, issued_before, owns, skip_open_block
+from worker.core.ids import allocate, issued_before, next_link_id, owns, skip_open_block
 from worker.core.instruments import (
     buy_price,
     ceil_to,
@@ -692,11 +692,7 @@ class Core:
                 self._set_blocked(s, out, "")
             return
         price = sb.bid if side is Side.BUY else sb.ask
-        gross = (
-            gross_up_buy(self.p.order_qty, self.p.spot_fees.maker, self.p.spot)
-            if side is Side.BUY
-            else self.p.order_qty
-        )
+        gross = self._entry_gross(side)
         why = self._entry_blocker(s, side, gross, price)
         if why:
             self._set_blocked(s, out, why)
@@ -717,6 +713,35 @@ class Core:
             out,
             f"basis {self.basis_bps(s)} bps {'>=' if side is Side.BUY else '<='} "
             f"{'' if side is Side.BUY else '-'}{t}",
+        )
+
+    def _entry_gross(self, side: Side) -> Decimal:
+        """A spot buy is grossed up by its fee (Bybit takes a spot buy's fee in the coin)."""
+        if side is Side.BUY:
+            return gross_up_buy(self.p.order_qty, self.p.spot_fees.maker, self.p.spot)
+        return self.p.order_qty
+
+    def entry_candidates(self, s: CoreState) -> tuple[PlaceOrder, ...]:
+        """The entry order each side would place if the basis crossed now with the spot book
+        as it is, changing nothing: the runtime signs them ahead, so an entry triggered by
+        the perp costs no request building. Empty when no entry can start from here."""
+        sb = s.spot_book
+        if s.phase is not Phase.FLAT or s.stopping or sb is None:
+            return ()
+        link_id = next_link_id(s.ids, s.instance_id)
+        return tuple(
+            PlaceOrder(
+                link_id=link_id,
+                leg=Leg.SPOT,
+                side=side,
+                order_type=OrderType.LIMIT,
+                qty=self._entry_gross(side),
+                price=price,
+                post_only=True,
+                reduce_only=False,
+                purpose=Purpose.ENTRY,
+            )
+            for side, price in ((Side.BUY, sb.bid), (Side.SELL, sb.ask))
         )
 
     def _entry_blocker(self, s: CoreState, side: Side, gross: Decimal, price: Decimal) -> str:

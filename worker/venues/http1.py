@@ -183,13 +183,16 @@ class HttpClient:
     ) -> asyncio.Future[Reply] | None:
         """Write the request now on an idle connection and return its reply's future; ``None``
         when no connection is idle (then use :meth:`send`). Must run on the event loop."""
-        return self._start(self._encode(method, target, headers, body))
+        return self._start(self.encode(method, target, headers, body))
 
     def send(
         self, method: str, target: str, headers: Mapping[str, str], body: bytes | None = None
     ) -> Awaitable[Reply]:
         """Written now on an idle connection, or once awaited on a new one; await the reply."""
-        data = self._encode(method, target, headers, body)
+        return self.send_encoded(self.encode(method, target, headers, body))
+
+    def send_encoded(self, data: bytes) -> Awaitable[Reply]:
+        """:meth:`send` for a request :meth:`encode` built earlier."""
         pending = self._start(data)
         return pending if pending is not None else self._connect_and_send(data)
 
@@ -222,9 +225,10 @@ class HttpClient:
 
     # ------------------------------------------------------------------ the pool
 
-    def _encode(
-        self, method: str, target: str, headers: Mapping[str, str], body: bytes | None
+    def encode(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes | None = None
     ) -> bytes:
+        """The request's bytes as they go on the wire (to build one ahead of sending it)."""
         head = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
         if body is None:
             return (

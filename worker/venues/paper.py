@@ -8,7 +8,7 @@ no liquidity. After a restart the snapshot's working orders are adopted as the p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 
 from worker.core.commands import AmendOrder, CancelOrder, PlaceOrder, QueryOrder
@@ -50,6 +50,9 @@ class PaperOrders:
         )
         self.book[link_id] = update
         return update
+
+    def sign_ahead(self, likely: Sequence[PlaceOrder]) -> None:
+        """Nothing is ever sent in a dry run, so nothing is built ahead."""
 
     async def submit(
         self, command: PlaceOrder | AmendOrder | CancelOrder | QueryOrder

@@ -9,7 +9,7 @@ could not be asked (timeout, 5xx, refusal): the caller tries again and never gue
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -199,6 +199,9 @@ class BybitVenue:
         self, command: PlaceOrder | AmendOrder | CancelOrder | QueryOrder
     ) -> Awaitable[list[Event]]:
         return self.orders.submit(command)
+
+    def sign_ahead(self, likely: Sequence[PlaceOrder]) -> None:
+        self.orders.sign_ahead(likely)
 
     # ---------------------------------------------------------------- facts for the resync
 

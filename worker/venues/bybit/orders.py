@@ -12,7 +12,7 @@ has passed (a request still in flight could otherwise land after the answer).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -30,7 +30,7 @@ from worker.core.model import Leg, OrderType, Purpose, Request
 from worker.venues.budget import AccountBudget
 from worker.venues.bybit.errors import RATE_LIMIT
 from worker.venues.bybit.parse import BybitError, order_updates
-from worker.venues.bybit.rest import BybitRest, Done, Outcome, Refused
+from worker.venues.bybit.rest import BybitRest, Done, Outcome, PreparedPost, Refused
 from worker.venues.bybit.schemas import ListResult, OrderAck
 
 __all__ = ["BybitOrders"]
@@ -38,6 +38,14 @@ __all__ = ["BybitOrders"]
 OrderCommand = PlaceOrder | AmendOrder | CancelOrder | QueryOrder
 _RISK_ADDING = frozenset({Purpose.ENTRY})
 _SAFETY_MS = 1000  # on top of the receive window before "never arrived" is believed
+# A prepared request is sent only while younger than the TTL, far inside the receive window
+# the venue allows its timestamp (5 s), and is signed again once older than the refresh age.
+PREPARED_TTL_MS = 1000
+PREPARED_REFRESH_MS = 500
+
+
+def _path(request: Request) -> str:
+    return f"/v5/order/{request.value}"
 
 
 def _plain(value: Decimal) -> str:
@@ -61,10 +69,36 @@ class BybitOrders:
         self.started_ms = clock_ms()
         self._purpose: dict[str, Purpose] = {}
         self._last_send_ms: dict[str, int] = {}
+        self._prepared: list[tuple[PlaceOrder, PreparedPost]] = []
 
     def remember(self, link_id: str, purpose: Purpose) -> None:
         """Orders restored from the snapshot: their purpose decides their rate priority."""
         self._purpose[link_id] = purpose
+
+    def sign_ahead(self, likely: Sequence[PlaceOrder]) -> None:
+        """Sign the orders the core is likely to place next (its entry candidates), so that
+        when it places one of them :meth:`submit` only writes it: no parameters, no JSON,
+        no HMAC on the tick-to-order path. Only a command *equal* to a prepared one (its
+        ``orderLinkId`` included) uses it; a request older than ``PREPARED_TTL_MS`` is never
+        sent (it is signed afresh instead)."""
+        now = self.rest.clock()
+        current = [command for command, _ in self._prepared]
+        if current == list(likely) and all(
+            0 <= now - prepared.signed_ms < PREPARED_REFRESH_MS for _, prepared in self._prepared
+        ):
+            return
+        self._prepared = [
+            (command, self.rest.prepare_post(_path(Request.CREATE), self._params(command)))
+            for command in likely
+        ]
+
+    def _prepared_for(self, command: PlaceOrder) -> PreparedPost | None:
+        for candidate, prepared in self._prepared:
+            if candidate == command:
+                # a clock stepped back since the signing makes the age negative: sign again
+                fresh = 0 <= self.rest.clock() - prepared.signed_ms < PREPARED_TTL_MS
+                return prepared if fresh else None
+        return None
 
     def submit(self, command: OrderCommand) -> Awaitable[list[Event]]:
         """Start carrying out ``command``; await the core events it produced.
@@ -73,16 +107,22 @@ class BybitOrders:
         returns (the runtime stages the state first and sends inside the core's step)."""
         if isinstance(command, QueryOrder):
             return self._query(command)
-        params = self._params(command)
+        prepared = self._prepared_for(command) if isinstance(command, PlaceOrder) else None
+        params = self._params(command) if prepared is None else None
         request, reduces_risk = self._kind(command)
-        if self.budget is not None and self.budget.take(reduces_risk=reduces_risk) > 0:
-            return self._send_later(command.link_id, request, params, reduces_risk)
         link_id = command.link_id
-        return self._answer_to(link_id, request, self._send(link_id, request, params))
+        if self.budget is not None and self.budget.take(reduces_risk=reduces_risk) > 0:
+            # signed when it finally goes: a request prepared now could expire meanwhile
+            fresh = params if params is not None else self._params(command)
+            return self._send_later(link_id, request, fresh, reduces_risk)
+        if prepared is None:
+            assert params is not None
+            prepared = self.rest.prepare_post(_path(request), params)
+        return self._answer_to(link_id, request, self._send(link_id, prepared))
 
-    def _send(self, link_id: str, request: Request, params: dict[str, Any]) -> Awaitable[Outcome]:
+    def _send(self, link_id: str, prepared: PreparedPost) -> Awaitable[Outcome]:
         self._last_send_ms[link_id] = self.clock_ms()
-        return self.rest.post(f"/v5/order/{request.value}", params)
+        return self.rest.send_prepared(prepared)
 
     async def _send_later(
         self, link_id: str, request: Request, params: dict[str, Any], reduces_risk: bool
@@ -90,7 +130,8 @@ class BybitOrders:
         assert self.budget is not None
         while (wait := self.budget.take(reduces_risk=reduces_risk)) > 0:
             await asyncio.sleep(wait)
-        return await self._answer_to(link_id, request, self._send(link_id, request, params))
+        prepared = self.rest.prepare_post(_path(request), params)
+        return await self._answer_to(link_id, request, self._send(link_id, prepared))
 
     async def _answer_to(
         self, link_id: str, request: Request, pending: Awaitable[Outcome]

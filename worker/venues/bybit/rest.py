@@ -33,7 +33,16 @@ from worker.venues.bybit.parse import redact
 from worker.venues.bybit.schemas import RestEnvelope
 from worker.venues.http1 import HttpClient, HttpError, Reply
 
-__all__ = ["BybitRest", "Done", "RateLimit", "Refused", "Unknown", "sign", "sign_headers"]
+__all__ = [
+    "BybitRest",
+    "Done",
+    "PreparedPost",
+    "RateLimit",
+    "Refused",
+    "Unknown",
+    "sign",
+    "sign_headers",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +77,14 @@ class Unknown:
 
 
 Outcome = Done | Refused | Unknown
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedPost:
+    """A signed POST ready for the wire, and when it was signed (the venue's clock)."""
+
+    data: bytes
+    signed_ms: int
 
 
 def sign(credentials: ApiCredentials, text: str) -> str:
@@ -148,14 +165,25 @@ class BybitRest:
 
     def post(self, path: str, body: Mapping[str, object]) -> Coroutine[Any, Any, Outcome]:
         """Sends now when a connection is idle (otherwise once awaited); await the outcome."""
-        payload = msgspec.json.encode(body)
-        headers = {"Content-Type": "application/json", **self._auth(payload.decode())}
-        return self._outcome(self._http.send("POST", path, headers, payload))
+        return self.send_prepared(self.prepare_post(path, body))
 
-    def _auth(self, payload: str) -> dict[str, str]:
+    def prepare_post(self, path: str, body: Mapping[str, object]) -> PreparedPost:
+        """The signed request, built now to be sent later (within the receive window of
+        ``signed_ms``; the venue refuses it after that)."""
+        payload = msgspec.json.encode(body)
+        now = self.clock()
+        headers = {"Content-Type": "application/json", **self._auth(payload.decode(), now)}
+        return PreparedPost(self._http.encode("POST", path, headers, payload), now)
+
+    def send_prepared(self, prepared: PreparedPost) -> Coroutine[Any, Any, Outcome]:
+        """:meth:`post` for a request :meth:`prepare_post` built earlier."""
+        return self._outcome(self._http.send_encoded(prepared.data))
+
+    def _auth(self, payload: str, now_ms: int | None = None) -> dict[str, str]:
         if self._credentials is None:
             return {}
-        return sign_headers(self._credentials, self.clock(), self.recv_window_ms, payload)
+        ts = self.clock() if now_ms is None else now_ms
+        return sign_headers(self._credentials, ts, self.recv_window_ms, payload)
 
     async def _outcome(self, pending: Awaitable[Reply]) -> Outcome:
         try:
