@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BROWSER_STAMP := $(VENV)/.browser
 
 .PHONY: install run test thorough chaos lint bench clean
 
@@ -13,6 +14,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+# The browser tier needs Debian's chromium + chromium-driver; the script is a no-op when present.
+$(BROWSER_STAMP): scripts/install_browser.sh | $(STAMP)
+	@bash scripts/install_browser.sh
+	@touch $(BROWSER_STAMP)
 
 CONFIG ?= algo/spot-future-arb/config.json
 
@@ -25,7 +31,7 @@ run: $(STAMP)
 	done
 	$(BIN)/python -m scripts.demo_fleet --config $(CONFIG)
 
-test: $(STAMP)
+test: $(STAMP) $(BROWSER_STAMP)
 	$(BIN)/python -m pytest -n auto
 
 # The core's property tests with fresh random examples (2000 each; several minutes).
