@@ -22,14 +22,10 @@ $(BROWSER_STAMP): scripts/install_browser.sh | $(STAMP)
 
 CONFIG ?= algo/spot-future-arb/config.json
 
-# Until the hub lands, `make run` starts the simulator and one worker per configured row.
+# The hub in the foreground with the shipped demo (venue sim, three rows); Ctrl-C stops the
+# fleet, then the simulator.
 run: $(STAMP)
-	@for id in $$($(BIN)/python -c "from worker.config_loader import load_config; \
-	    print(' '.join(load_config('$(CONFIG)').ids))"); do \
-	  $(BIN)/spot-future-arb --config $(CONFIG) --instance $$id --check > /dev/null \
-	    && echo "  $$id: configuration valid ($(CONFIG))" || exit 2; \
-	done
-	$(BIN)/python -m scripts.demo_fleet --config $(CONFIG)
+	$(BIN)/hub --config $(CONFIG) serve --all
 
 test: $(STAMP) $(BROWSER_STAMP)
 	$(BIN)/python -m pytest -n auto

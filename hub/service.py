@@ -1,0 +1,297 @@
+"""The hub: rows and their workers, the IPC server they report to, and the simulator.
+
+Workers trade on their own; the hub starts, watches and stops them, and collects what they
+report. Everything it must remember across its own restarts is in ``run_dir`` (see
+``hub.files``): on start it adopts the simulator and every worker whose pid record is still
+alive (they count as running once they say ``Hello``), then starts the rows the operator
+wants running and no worker yet runs, so there is never a second worker for an instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from hub.files import PidRecord, RunDir, rotate_log
+from hub.procs import Proc, spawn
+from hub.simulator import Simulator
+from hub.supervisor import ProcessState, Row, RowPolicy
+from worker import ipc
+from worker.core.config import FleetConfig, Venue
+
+__all__ = ["Hub", "HubRunningError"]
+
+TICK_S = 0.25
+USAGE_EVERY_S = 2.0
+HELLO_TIMEOUT_S = 10.0
+
+
+class HubRunningError(RuntimeError):
+    """Another hub process already serves this ``run_dir``."""
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+class Hub:
+    def __init__(self, fleet: FleetConfig, *, config_path: Path) -> None:
+        self.fleet = fleet
+        self.config_path = config_path.resolve()
+        self.run = RunDir(fleet.hub.run_dir)
+        hub = fleet.hub
+        policy = RowPolicy(
+            start_retries=hub.start_retries,
+            backoff_max_s=float(hub.backoff_max_s),
+            stop_grace_s=float(hub.stop_grace_s),
+        )
+        self.rows = {cfg.id: Row(cfg, policy) for cfg in fleet.instances}
+        sim_config = fleet.instances[0].sim_config if fleet.instances else None
+        self.sim = (
+            Simulator(self.run, Path(sim_config) if sim_config else None)
+            if fleet.venue is Venue.SIM
+            else None
+        )
+        self.wanted: set[str] = set()
+        self.started_wall = time.time()
+        self.ready = False
+        self._ipc: asyncio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._bin = Path(sys.executable).parent
+
+    # ---------------------------------------------------------------- life
+
+    async def open(self) -> None:
+        """Take over ``run_dir``: sockets, the simulator, adopted workers, wanted rows."""
+        self.run.create()
+        other = self.run.read_pid("hub")
+        if other is not None and other.pid != os.getpid() and other.alive():
+            raise HubRunningError(f"a hub (pid {other.pid}) already runs in {self.run.path}")
+        self.run.write_pid("hub", PidRecord.of(os.getpid()))
+        with contextlib.suppress(FileNotFoundError):
+            self.run.ipc_socket.unlink()  # left by a hub that died; no live hub owns it
+        self._ipc = await asyncio.start_unix_server(
+            self._worker_connected, str(self.run.ipc_socket)
+        )
+        os.chmod(self.run.ipc_socket, 0o600)
+        if self.sim is not None:
+            await self.sim.ensure()
+            self._tasks.append(asyncio.create_task(self.sim.watch()))
+        now = time.monotonic()
+        for row in self.rows.values():
+            record = self.run.read_pid(row.id)
+            if record is not None and record.alive():
+                row.adopted(Proc(record, None, self.run.log(row.id)), now)
+            elif record is not None:
+                self.run.forget_pid(row.id, record)
+        self.wanted = self.run.read_wanted() & set(self.rows)
+        self.start(sorted(self.wanted))
+        self._tasks.append(asyncio.create_task(self._supervise()))
+        self.ready = True
+
+    async def close(self, *, stop_fleet: bool) -> None:
+        """With ``stop_fleet`` every worker is stopped, then the simulator; otherwise they
+        keep running for the next hub to adopt."""
+        self.ready = False
+        if stop_fleet:
+            self.stop(list(self.rows), remember=False)
+            grace = max(row.policy.stop_grace_s for row in self.rows.values()) if self.rows else 0
+            deadline = time.monotonic() + grace + 5
+            while any(row.alive for row in self.rows.values()) and time.monotonic() < deadline:
+                self._observe(time.monotonic())
+                await asyncio.sleep(TICK_S)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if stop_fleet and self.sim is not None:
+            await self.sim.stop()
+        if self._ipc is not None:
+            self._ipc.close()
+            with contextlib.suppress(FileNotFoundError):
+                self.run.ipc_socket.unlink()
+        self.run.forget_pid("hub", self.run.read_pid("hub"))
+
+    # ---------------------------------------------------------------- operator actions
+
+    def start(self, ids: list[str]) -> list[str]:
+        """Start these rows (unknown ids are reported, running ones left alone)."""
+        notes = []
+        now = time.monotonic()
+        for instance in ids:
+            row = self.rows.get(instance)
+            if row is None:
+                notes.append(f"{instance}: no such instance")
+                continue
+            self.wanted.add(instance)
+            if row.alive:
+                notes.append(f"{instance}: already {row.state.value}")
+                continue
+            row.reset_failures()
+            self._spawn(row, now)
+            notes.append(f"{instance}: starting")
+        self.run.write_wanted(self.wanted)
+        return notes
+
+    def stop(self, ids: list[str], *, remember: bool = True) -> list[str]:
+        notes = []
+        now = time.monotonic()
+        for instance in ids:
+            row = self.rows.get(instance)
+            if row is None:
+                notes.append(f"{instance}: no such instance")
+                continue
+            self.wanted.discard(instance)
+            row.stop(now)
+            notes.append(f"{instance}: {row.state.value}")
+        if remember:
+            self.run.write_wanted(self.wanted)
+        return notes
+
+    def command(self, instance: str, command: ipc.Down) -> str | None:
+        """Send a command to a running worker; the reason when it cannot be sent."""
+        row = self.rows.get(instance)
+        if row is None:
+            return f"{instance}: no such instance"
+        if not row.send(command):
+            return f"{instance}: the worker is not connected ({row.state.value})"
+        return None
+
+    # ---------------------------------------------------------------- supervision
+
+    def _spawn(self, row: Row, now: float) -> None:
+        env = dict(os.environ)
+        env["ARBHUB_HUB_SOCKET"] = str(self.run.ipc_socket)
+        if self.sim is not None and self.sim.url is not None:
+            env["ARBHUB_ENDPOINTS"] = json.dumps(self.sim.endpoints)
+        argv = [str(self._bin / "spot-future-arb"), "--config", str(self.config_path)]
+        argv += ["--instance", row.id]
+        proc = spawn(argv, log=self.run.log(row.id), env=env, cwd=self.config_path.parent)
+        self.run.write_pid(row.id, proc.record)
+        row.started(proc, now)
+
+    def _observe(self, now: float) -> None:
+        for row in self.rows.values():
+            if row.proc is not None:
+                done, code = row.proc.exited()
+                if done:
+                    self.run.forget_pid(row.id, row.proc.record)
+                    row.exited(code, now)
+            row.tick(now)
+            if row.state is ProcessState.BACKOFF and now >= row.retry_at:
+                if row.id in self.wanted:
+                    row.restarts += 1
+                    self._spawn(row, now)
+                else:
+                    row.state = ProcessState.STOPPED
+
+    async def _supervise(self) -> None:
+        last_usage = 0.0
+        while True:
+            now = time.monotonic()
+            self._observe(now)
+            if now - last_usage >= USAGE_EVERY_S:
+                last_usage = now
+                for row in self.rows.values():
+                    usage = row.proc.usage() if row.proc is not None else None
+                    row.cpu_percent, row.rss_bytes = usage if usage else (None, None)
+                    rotate_log(self.run.log(row.id))
+            await asyncio.sleep(TICK_S)
+
+    # ---------------------------------------------------------------- IPC
+
+    async def _worker_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        row: Row | None = None
+
+        def send(command: ipc.Down) -> bool:
+            if writer.is_closing():
+                return False
+            writer.write(ipc.encode(command))
+            return True
+
+        try:
+            frame = await asyncio.wait_for(ipc.read_frame(reader), HELLO_TIMEOUT_S)
+            hello = ipc.decode_up(frame) if frame is not None else None
+            if not isinstance(hello, ipc.Hello) or hello.instance not in self.rows:
+                return  # not a worker of this fleet
+            row = self.rows[hello.instance]
+            now = time.monotonic()
+            if row.proc is None or row.proc.pid != hello.pid:
+                # a worker the hub did not start (by hand, or its pid file was lost): it
+                # holds the instance lock, so it is the one to supervise
+                with contextlib.suppress(psutil.Error):
+                    record = PidRecord.of(hello.pid)
+                    row.adopted(Proc(record, None, self.run.log(row.id)), now)
+                    self.run.write_pid(row.id, record)
+            row.said_hello(hello, send, now)
+            while (frame := await ipc.read_frame(reader)) is not None:
+                message = ipc.decode_up(frame)
+                if isinstance(message, ipc.Status):
+                    row.reported(message, time.monotonic())
+        except (ipc.ProtocolError, OSError, TimeoutError):
+            pass  # a confused or vanished peer: drop it; a worker reconnects by itself
+        finally:
+            if row is not None:
+                row.disconnected(send)
+            writer.close()
+
+    # ---------------------------------------------------------------- views
+
+    def view(self, row: Row, now: float) -> dict[str, Any]:
+        """One row as ``/api/instances`` and ``hub status --json`` show it (§8)."""
+        s = row.status
+        cfg = row.cfg
+        return {
+            "id": row.id,
+            "spot_symbol": cfg.spot_symbol,
+            "perp_symbol": cfg.future_symbol,
+            "mode": s.mode if s is not None else cfg.mode.value,
+            "process_state": row.state.value,
+            "state": s.state if s is not None else None,
+            "stale": row.stale(now),
+            "pid": row.proc.pid if row.proc is not None else None,
+            "uptime_s": round(time.time() - row.started_wall, 1) if row.alive else None,
+            "restarts": row.restarts,
+            "exit_code": row.exit_code,
+            "basis_bps": float(s.basis_bps) if s is not None and s.basis_bps is not None else None,
+            "book_age_ms": s.book_age_ms if s is not None else None,
+            "spot_position": _str(s.spot_position) if s is not None else None,
+            "perp_position": _str(s.perp_position) if s is not None else None,
+            "unhedged_qty": _str(s.unhedged_qty) if s is not None else None,
+            "unhedged_age_ms": s.unhedged_age_ms if s is not None else None,
+            "working_orders": s.working_orders if s is not None else None,
+            "orders": s.orders if s is not None else None,
+            "fills": s.fills if s is not None else None,
+            "realized_pnl": _str(s.realized_pnl) if s is not None else None,
+            "unrealized_pnl": _str(s.unrealized_pnl) if s is not None else None,
+            "fees": _str(s.fees) if s is not None else None,
+            "funding": _str(s.funding) if s is not None else None,
+            "risk_blocked": bool(s.risk_blocked) if s is not None else False,
+            "risk_reason": s.risk_blocked if s is not None else None,
+            "blocked": s.blocked if s is not None else None,
+            "syncing": s.syncing if s is not None else False,
+            "error": row.error or (s.error if s is not None else None),
+            "cpu_percent": row.cpu_percent,
+            "rss_bytes": row.rss_bytes,
+            "updated_at": _iso(s.updated_ms) if s is not None else None,
+        }
+
+    def views(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        return [self.view(row, now) for row in self.rows.values()]

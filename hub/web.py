@@ -1,0 +1,241 @@
+"""The hub's web side: ``/arb`` for the operator, a JSON API, Prometheus metrics and probes.
+
+Built by :func:`create_app` around a running :class:`~hub.service.Hub`; routes stay thin and
+read the hub's views. Every state-changing request is a POST carrying the page's CSRF token
+(form field ``csrf_token`` or header ``X-CSRF-Token``); anything else gets 403. With
+``hub.token_file`` every request must also carry the bearer token (``Authorization: Bearer``,
+or the ``arbhub_token`` cookie that ``/arb?token=…`` sets). OpenAPI docs are off unless
+``enable_docs``. Pages never show secrets: the config's keys live in account files the hub
+does not read, and log lines are already redacted by the workers.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Form, HTTPException, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from hub.files import tail_lines
+from hub.service import Hub
+from hub.supervisor import ProcessState
+from worker import ipc
+from worker.journal import journal_path
+
+__all__ = ["create_app"]
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+LOG_TAIL = 80
+RECENT = 20
+_ERROR_STATES = frozenset({ProcessState.FATAL.value, ProcessState.BACKOFF.value})
+
+
+def _severity(view: dict[str, Any]) -> int:
+    """Halted, FATAL and stale rows first (§8), then any other trouble, then the rest."""
+    if view["state"] == "halted" or view["process_state"] == "FATAL" or view["stale"]:
+        return 0
+    if view["process_state"] in _ERROR_STATES or view["error"]:
+        return 1
+    return 2
+
+
+def sorted_views(hub: Hub) -> list[dict[str, Any]]:
+    return sorted(hub.views(), key=lambda v: (_severity(v), v["id"]))
+
+
+def _recent(path: Path, query: str) -> list[dict[str, Any]]:
+    """Rows from the instance's journal, read-only (the worker owns it)."""
+    if not path.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
+            db.row_factory = sqlite3.Row
+            return [dict(r) for r in db.execute(query, (RECENT,))]
+    except sqlite3.Error:
+        return []
+
+
+def _metrics(hub: Hub) -> str:
+    lines = [
+        "# HELP arbhub_up 1 while the hub serves.",
+        "# TYPE arbhub_up gauge",
+        "arbhub_up 1",
+    ]
+    gauges = {
+        "arbhub_instance_running": ("1 when the worker process is RUNNING", None),
+        "arbhub_instance_halted": ("1 when the instance is halted", None),
+        "arbhub_instance_stale": ("1 when a running worker stopped reporting", None),
+        "arbhub_instance_restarts": ("worker restarts since the hub started", "restarts"),
+        "arbhub_instance_basis_bps": ("basis in bps", "basis_bps"),
+        "arbhub_instance_fills": ("fills since the state was created", "fills"),
+        "arbhub_instance_realized_pnl": ("realised PnL in quote units", "realized_pnl"),
+        "arbhub_instance_rss_bytes": ("worker resident memory", "rss_bytes"),
+    }
+    views = hub.views()
+    for name, (help_text, key) in gauges.items():
+        lines += [f"# HELP {name} {help_text}.", f"# TYPE {name} gauge"]
+        for v in views:
+            if name == "arbhub_instance_running":
+                value: Any = int(v["process_state"] == "RUNNING")
+            elif name == "arbhub_instance_halted":
+                value = int(v["state"] == "halted")
+            elif name == "arbhub_instance_stale":
+                value = int(v["stale"])
+            else:
+                value = v[key] if key is not None else None
+            if value is not None:
+                lines.append(f'{name}{{instance="{v["id"]}"}} {value}')
+    return "\n".join(lines) + "\n"
+
+
+def create_app(hub: Hub, *, token: str | None = None, enable_docs: bool = False) -> FastAPI:
+    app = FastAPI(
+        title="arbhub",
+        docs_url="/docs" if enable_docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if enable_docs else None,
+    )
+    templates = Jinja2Templates(directory=str(TEMPLATES))
+    csrf = secrets.token_urlsafe(32)
+
+    if token is not None:
+
+        @app.middleware("http")
+        async def bearer(
+            request: Request, call_next: Callable[[Request], Awaitable[Response]]
+        ) -> Response:
+            given = request.headers.get("authorization", "").removeprefix("Bearer ")
+            given = given or request.cookies.get("arbhub_token", "")
+            query = request.query_params.get("token", "")
+            if query and hmac.compare_digest(query, token):
+                response = RedirectResponse(request.url.path, status_code=303)
+                response.set_cookie("arbhub_token", token, httponly=True, samesite="strict")
+                return response
+            if request.url.path != "/livez" and not hmac.compare_digest(given, token):
+                return PlainTextResponse("a bearer token is required", status_code=401)
+            return await call_next(request)
+
+    def check_csrf(request: Request, form_token: str | None) -> None:
+        given = form_token or request.headers.get("x-csrf-token", "")
+        if not hmac.compare_digest(given, csrf):
+            raise HTTPException(403, "missing or wrong CSRF token")
+
+    def row_or_404(instance: str) -> dict[str, Any]:
+        row = hub.rows.get(instance)
+        if row is None:
+            raise HTTPException(404, f"no instance {instance!r}")
+        return hub.view(row, time.monotonic())
+
+    def done(request: Request, notes: list[str], back: str) -> Response:
+        if "application/json" in request.headers.get("accept", ""):
+            return JSONResponse({"ok": True, "notes": notes})
+        return RedirectResponse(back, status_code=303)
+
+    @app.get("/livez")
+    def livez() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        return JSONResponse({"ready": hub.ready}, status_code=200 if hub.ready else 503)
+
+    @app.get("/api/instances")
+    def instances() -> list[dict[str, Any]]:
+        return hub.views()
+
+    @app.get("/api/instances/{instance}")
+    def instance(instance: str) -> dict[str, Any]:
+        return row_or_404(instance)
+
+    @app.get("/metrics")
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(_metrics(hub), media_type="text/plain; version=0.0.4")
+
+    @app.get("/arb", response_class=HTMLResponse)
+    def arb(request: Request) -> Response:
+        context = {"rows": sorted_views(hub), "csrf": csrf, "venue": hub.fleet.venue.value}
+        return templates.TemplateResponse(request, "arb.html", context)
+
+    @app.get("/arb/rows", response_class=HTMLResponse)
+    def arb_rows(request: Request) -> Response:
+        context = {"rows": sorted_views(hub), "csrf": csrf}
+        return templates.TemplateResponse(request, "rows.html", context)
+
+    @app.get("/arb/{instance}", response_class=HTMLResponse)
+    def arb_row(request: Request, instance: str) -> Response:
+        view = row_or_404(instance)
+        row = hub.rows[instance]
+        state_path = Path(row.cfg.state_path)
+        journal = journal_path(state_path)
+        try:
+            snapshot = json.dumps(json.loads(state_path.read_bytes()), indent=2)[:200_000]
+        except (OSError, ValueError):
+            snapshot = "(no snapshot yet)"
+        context = {
+            "row": view,
+            "csrf": csrf,
+            "log": tail_lines(hub.run.log(instance), LOG_TAIL),
+            "snapshot": snapshot,
+            "orders": _recent(journal, "SELECT * FROM orders ORDER BY created_ms DESC LIMIT ?"),
+            "fills": _recent(journal, "SELECT * FROM fills ORDER BY exec_ms DESC LIMIT ?"),
+            "cycles": _recent(journal, "SELECT * FROM cycles ORDER BY number DESC LIMIT ?"),
+            "chart": basis_chart(list(row.basis)),
+        }
+        return templates.TemplateResponse(request, "row.html", context)
+
+    @app.post("/arb/{instance}/start")
+    def start(request: Request, instance: str, csrf_token: str | None = Form(None)) -> Response:
+        check_csrf(request, csrf_token)
+        row_or_404(instance)
+        return done(request, hub.start([instance]), "/arb")
+
+    @app.post("/arb/{instance}/stop")
+    def stop(request: Request, instance: str, csrf_token: str | None = Form(None)) -> Response:
+        check_csrf(request, csrf_token)
+        row_or_404(instance)
+        return done(request, hub.stop([instance]), "/arb")
+
+    @app.post("/arb/{instance}/flatten")
+    def flatten(request: Request, instance: str, csrf_token: str | None = Form(None)) -> Response:
+        check_csrf(request, csrf_token)
+        row_or_404(instance)
+        refused = hub.command(instance, ipc.Flatten())
+        if refused is not None:
+            raise HTTPException(409, refused)
+        return done(request, [f"{instance}: flatten sent"], f"/arb/{instance}")
+
+    @app.post("/arb/stop-all")
+    def stop_all(request: Request, csrf_token: str | None = Form(None)) -> Response:
+        check_csrf(request, csrf_token)
+        return done(request, hub.stop(list(hub.rows)), "/arb")
+
+    return app
+
+
+def basis_chart(points: list[tuple[int, float]], width: int = 640, height: int = 160) -> str:
+    """An inline SVG polyline of the basis (bps) over the points the hub has seen."""
+    if len(points) < 2:
+        return ""
+    t0, t1 = points[0][0], points[-1][0]
+    values = [v for _, v in points]
+    low, high = min(values), max(values)
+    span_t, span_v = max(t1 - t0, 1), max(high - low, 1e-9)
+    coords = " ".join(
+        f"{(t - t0) / span_t * width:.1f},{height - (v - low) / span_v * height:.1f}"
+        for t, v in points
+    )
+    return (
+        f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'role="img" aria-label="basis in bps from {low:.1f} to {high:.1f}">'
+        f'<polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{coords}"/>'
+        f'<text x="2" y="12">{high:.1f} bps</text><text x="2" y="{height - 2}">{low:.1f} bps</text>'
+        "</svg>"
+    )
