@@ -19,14 +19,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psutil
 
+from hub.account import AccountCheck
 from hub.files import PidRecord, RunDir, rotate_log
 from hub.procs import Proc, spawn
 from hub.simulator import Simulator
 from hub.supervisor import ProcessState, Row, RowPolicy
 from worker import ipc
-from worker.core.config import FleetConfig, Venue
+from worker.config_loader import ApiCredentials
+from worker.core.config import Endpoints, FleetConfig, Venue
+from worker.run import SIM_CREDENTIALS
 
 __all__ = ["Hub", "HubRunningError"]
 
@@ -67,6 +71,9 @@ class Hub:
             if fleet.venue is Venue.SIM
             else None
         )
+        self.account = AccountCheck(
+            list(self.rows.values()), default_credentials=None, endpoints=None
+        )
         self.wanted: set[str] = set()
         self.started_wall = time.time()
         self.ready = False
@@ -92,6 +99,13 @@ class Hub:
         if self.sim is not None:
             await self.sim.ensure()
             self._tasks.append(asyncio.create_task(self.sim.watch()))
+            endpoints = msgspec.convert(self.sim.endpoints, Endpoints)
+            self.account = AccountCheck(
+                list(self.rows.values()),
+                default_credentials=ApiCredentials(*SIM_CREDENTIALS),
+                endpoints=endpoints,
+            )
+        self._tasks.append(asyncio.create_task(self.account.run()))
         now = time.monotonic()
         for row in self.rows.values():
             record = self.run.read_pid(row.id)

@@ -93,6 +93,12 @@ def _metrics(hub: Hub) -> str:
                 value = v[key] if key is not None else None
             if value is not None:
                 lines.append(f'{name}{{instance="{v["id"]}"}} {value}')
+    lines += [
+        "# HELP arbhub_account_mismatch 1 when the rows' perp claims differ from the exchange.",
+        "# TYPE arbhub_account_mismatch gauge",
+    ]
+    for check in hub.account.results:
+        lines.append(f'arbhub_account_mismatch{{symbol="{check.symbol}"}} {int(check.differs)}')
     return "\n".join(lines) + "\n"
 
 
@@ -155,18 +161,28 @@ def create_app(hub: Hub, *, token: str | None = None, enable_docs: bool = False)
     def instance(instance: str) -> dict[str, Any]:
         return row_or_404(instance)
 
+    @app.get("/api/account")
+    def account() -> list[dict[str, object]]:
+        """Per perp symbol: the rows' claims against the exchange's position."""
+        return [check.as_dict() for check in hub.account.results]
+
     @app.get("/metrics")
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(_metrics(hub), media_type="text/plain; version=0.0.4")
 
     @app.get("/arb", response_class=HTMLResponse)
     def arb(request: Request) -> Response:
-        context = {"rows": sorted_views(hub), "csrf": csrf, "venue": hub.fleet.venue.value}
+        context = {
+            "rows": sorted_views(hub),
+            "account": hub.account.results,
+            "csrf": csrf,
+            "venue": hub.fleet.venue.value,
+        }
         return templates.TemplateResponse(request, "arb.html", context)
 
     @app.get("/arb/rows", response_class=HTMLResponse)
     def arb_rows(request: Request) -> Response:
-        context = {"rows": sorted_views(hub), "csrf": csrf}
+        context = {"rows": sorted_views(hub), "account": hub.account.results, "csrf": csrf}
         return templates.TemplateResponse(request, "rows.html", context)
 
     @app.get("/arb/{instance}", response_class=HTMLResponse)
