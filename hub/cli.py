@@ -27,7 +27,7 @@ import uvicorn
 from hub.control import ControlError, ask, serve_control
 from hub.files import RunDir, tail_lines
 from hub.service import Hub, HubRunningError
-from hub.simulator import SimError
+from hub.simulator import SimError, endpoints_for
 from hub.web import create_app
 from worker.config_loader import load_config_with_warnings
 from worker.core.config import ConfigError, FleetConfig
@@ -68,6 +68,19 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("id", metavar="ID")
     logs.add_argument("-f", "--follow", action="store_true")
     logs.add_argument("-n", "--lines", type=int, default=50)
+    reconcile = commands.add_parser(
+        "reconcile", help="compare stopped or halted rows with the exchange (never unwinds)"
+    )
+    reconcile.add_argument("ids", nargs="*", metavar="ID")
+    reconcile.add_argument(
+        "--cancel-orphans", action="store_true", help="cancel the row's unknown open orders"
+    )
+    reconcile.add_argument(
+        "--resume", action="store_true", help="leave halted when snapshot and exchange agree"
+    )
+    reconcile.add_argument(
+        "--clear", action="store_true", help="reset a row that is flat everywhere to a new state"
+    )
     flatten = commands.add_parser("flatten", help="market-unwind a row to flat")
     flatten.add_argument("id", metavar="ID")
     flatten.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -302,6 +315,66 @@ def _logs(fleet: FleetConfig, instance: str, follow: bool, lines: int) -> int:
     return EXIT_OK
 
 
+_ACTIVE = frozenset({"RUNNING", "STARTING", "UNKNOWN", "STOPPING", "BACKOFF"})
+
+
+def _reconcile(fleet: FleetConfig, config: Path, ids: list[str], flags: list[str]) -> int:
+    """A stopped row is reconciled by the worker's own tool under the instance lock
+    (``spot-future-arb --reconcile``); a running halted row shows the difference its worker
+    found, and ``--resume`` is sent to it; a running row that trades is left alone."""
+    missing = [i for i in ids if i not in fleet.ids]
+    if missing:
+        print(f"error: no such instance: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_USAGE
+    run = RunDir(fleet.hub.run_dir)
+    try:
+        rows = {r["id"]: r for r in _rows(run.control_socket)}
+    except ControlError:
+        rows = {}  # no hub: every row is stopped (the instance lock is checked anyway)
+    env = dict(os.environ)
+    sim = run.read_pid("sim")
+    if sim is not None and sim.url and sim.alive():
+        env["ARBHUB_ENDPOINTS"] = json.dumps(endpoints_for(sim.url))
+    code = EXIT_OK
+    for instance in ids or fleet.ids:
+        row = rows.get(instance)
+        if row is not None and row["process_state"] in _ACTIVE:
+            code = max(code, _reconcile_running(run, row, flags))
+            continue
+        argv = [str(Path(sys.executable).parent / "spot-future-arb"), "--config", str(config)]
+        done = subprocess.run(
+            [*argv, "--instance", instance, "--reconcile", *flags],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        code = max(code, EXIT_FAILURE if done.returncode else EXIT_OK)
+    return code
+
+
+def _reconcile_running(run: RunDir, row: dict[str, Any], flags: list[str]) -> int:
+    instance = row["id"]
+    if row["state"] != "halted":
+        print(
+            f"{instance}: {row['process_state']} and {row['state'] or 'starting'}: "
+            "nothing to reconcile while it trades (stop it first)"
+        )
+        return EXIT_OK
+    print(f"{instance}: halted while running: {row['error'] or 'no difference reported'}")
+    if "--cancel-orphans" in flags or "--clear" in flags:
+        print(
+            f"{instance}: --cancel-orphans and --clear need the row stopped (hub stop {instance})"
+        )
+        return EXIT_FAILURE
+    if "--resume" in flags:
+        answer = ask(run.control_socket, {"op": "resume", "ids": [instance]})
+        if not answer.get("ok"):
+            print(f"{instance}: {answer.get('error')}")
+            return EXIT_FAILURE
+        print(f"{instance}: resume sent (the worker leaves halted only if it agrees)")
+    return EXIT_FAILURE
+
+
 def _flatten(fleet: FleetConfig, instance: str, yes: bool) -> int:
     if not yes and not _confirm(f"flatten {instance}: market-unwind both legs to flat?"):
         print("nothing sent")
@@ -334,6 +407,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _stop(fleet, args.ids, args.yes)
         if args.command == "status":
             return _status(fleet, args.json)
+        if args.command == "reconcile":
+            flags = [
+                flag
+                for flag, on in (
+                    ("--cancel-orphans", args.cancel_orphans),
+                    ("--resume", args.resume),
+                    ("--clear", args.clear),
+                )
+                if on
+            ]
+            return _reconcile(fleet, config, args.ids, flags)
         if args.command == "flatten":
             return _flatten(fleet, args.id, args.yes)
     except ControlError as exc:

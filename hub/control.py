@@ -1,7 +1,7 @@
 """The CLI's way into a running hub: a Unix socket in ``run_dir`` (0600), never HTTP (§8).
 
 One JSON request per connection, one JSON answer: ``{"op": "status" | "start" | "stop" |
-"flatten" | "shutdown", "ids": [...]}`` → ``{"ok": bool, "notes": [...], "rows": [...],
+"flatten" | "resume" | "shutdown", "ids": [...]}`` → ``{"ok": bool, "notes": [...], "rows": [...],
 "url": "http://…/arb"}``. Only the operator's user can open the socket.
 """
 
@@ -22,6 +22,7 @@ from worker import ipc
 __all__ = ["ControlError", "ask", "serve_control"]
 
 MAX_REQUEST = 64 << 10
+_COMMANDS: dict[str, ipc.Down] = {"flatten": ipc.Flatten(), "resume": ipc.Resume()}
 
 
 class ControlError(RuntimeError):
@@ -42,13 +43,13 @@ def _handle(hub: Hub, request: dict[str, Any], url: str, shutdown: Callable[[], 
         return {"ok": True, "notes": hub.start(ids or list(hub.rows)), "url": url}
     if op == "stop":
         return {"ok": True, "notes": hub.stop(ids or list(hub.rows))}
-    if op == "flatten":
+    if op in _COMMANDS:
         if len(ids) != 1:
-            return {"ok": False, "error": "flatten takes exactly one instance id"}
-        refused = hub.command(ids[0], ipc.Flatten())
+            return {"ok": False, "error": f"{op} takes exactly one instance id"}
+        refused = hub.command(ids[0], _COMMANDS[op])
         if refused is not None:
             return {"ok": False, "error": refused}
-        return {"ok": True, "notes": [f"{ids[0]}: flatten sent"]}
+        return {"ok": True, "notes": [f"{ids[0]}: {op} sent"]}
     if op == "shutdown":
         shutdown()
         return {"ok": True, "notes": ["the hub stops the fleet, then the simulator, then exits"]}

@@ -19,11 +19,17 @@ from pathlib import Path
 from hub.files import PidRecord, RunDir
 from hub.procs import Proc, spawn
 
-__all__ = ["SimError", "Simulator"]
+__all__ = ["SimError", "Simulator", "endpoints_for"]
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 SEED = 1
+
+
+def endpoints_for(url: str) -> dict[str, str]:
+    """The ``endpoints`` of a simulator at ``url`` (``http://127.0.0.1:PORT``)."""
+    ws = url.replace("http://", "ws://", 1)
+    return {"rest": url, "ws_public": f"{ws}/v5/public", "ws_private": f"{ws}/v5/private"}
 
 
 class SimError(RuntimeError):
@@ -50,8 +56,7 @@ class Simulator:
     def endpoints(self) -> dict[str, str]:
         """What the workers get in ``ARBHUB_ENDPOINTS``."""
         assert self.url is not None
-        ws = self.url.replace("http://", "ws://", 1)
-        return {"rest": self.url, "ws_public": f"{ws}/v5/public", "ws_private": f"{ws}/v5/private"}
+        return endpoints_for(self.url)
 
     async def ensure(self) -> str:
         """Adopt the running simulator or start one; returns its base URL."""
