@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.core
 	$(BIN)/python -m bench.sim
 	$(BIN)/python -m bench.worker
+	$(BIN)/python -m bench.hub
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
