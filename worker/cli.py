@@ -1,10 +1,13 @@
 """``spot-future-arb``: the worker's command line.
 
-Without ``--check`` it runs the instance until stopped (``worker.run``). ``--check``
-validates the whole config file (stage 1 of §3) and prints the resolved settings of one
-instance, so an operator sees exactly what a worker would run with before anything starts.
-Exit codes follow §7: 0 ok (clean stop), 1 crash, 2 configuration or usage error, 3 the
-instance is locked by another process, 4 unreadable or newer snapshot.
+Without ``--check`` or ``--reconcile`` it runs the instance until stopped (``worker.run``).
+``--check`` validates the whole config file (stage 1 of §3) and prints the resolved settings of
+one instance, so an operator sees exactly what a worker would run with before anything starts.
+``--reconcile`` compares a stopped instance's snapshot with the exchange, optionally with
+``--cancel-orphans`` and ``--resume`` or ``--clear``, and exits (``worker.reconcile``).
+Exit codes follow §7: 0 ok (clean stop; a clean reconcile), 1 crash (a reconcile that leaves
+differences or whose action was refused), 2 configuration or usage error, 3 the instance is
+locked by another process, 4 unreadable or newer snapshot.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import msgspec
 
 from worker.config_loader import inspect_account_file, load_config_with_warnings
 from worker.core.config import ConfigError, ConfigProblem, FleetConfig, InstanceConfig
+from worker.reconcile import reconcile
 from worker.run import run
 
 __all__ = ["main"]
@@ -49,6 +53,34 @@ def _parser() -> argparse.ArgumentParser:
         "--check",
         action="store_true",
         help="validate the config, print this instance's resolved settings as JSON, and exit",
+    )
+    repair = parser.add_argument_group(
+        "reconcile (a stopped instance: takes its lock, compares its snapshot with the exchange)"
+    )
+    repair.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="report the differences between the snapshot and the exchange and exit "
+        "(0 clean, 1 differences remain or an action was refused)",
+    )
+    repair.add_argument(
+        "--cancel-orphans",
+        action="store_true",
+        help="cancel the open orders with this instance's prefix that the snapshot does not hold",
+    )
+    actions = repair.add_mutually_exclusive_group()
+    actions.add_argument(
+        "--resume",
+        action="store_true",
+        help="leave halted keeping the positions, only when snapshot and exchange agree",
+    )
+    actions.add_argument(
+        "--clear",
+        action="store_true",
+        help="reset the state to flat with a new id epoch, only when nothing is held or open",
+    )
+    repair.add_argument(
+        "--json", action="store_true", help="print the reconcile report as one JSON object"
     )
     return parser
 
@@ -114,8 +146,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.config:
         parser.error("--config PATH is required (or set ARBHUB_CONFIG)")
+    repair_flags = [
+        flag
+        for flag, given in (
+            ("--cancel-orphans", args.cancel_orphans),
+            ("--resume", args.resume),
+            ("--clear", args.clear),
+            ("--json", args.json),
+        )
+        if given
+    ]
+    if args.reconcile and args.check:
+        parser.error("--check and --reconcile cannot be combined")
+    if repair_flags and not args.reconcile:
+        parser.error(f"{', '.join(repair_flags)} only with --reconcile")
     if args.check:
         return _check(args.config, args.instance)
+    if args.reconcile:
+        return reconcile(
+            args.config,
+            args.instance,
+            cancel_orphans=args.cancel_orphans,
+            resume=args.resume,
+            clear=args.clear,
+            as_json=args.json,
+        )
     return run(args.config, args.instance)
 
 

@@ -37,11 +37,11 @@ import gc
 import os
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from worker import ipc
 from worker.core import commands as cmd
@@ -76,7 +76,7 @@ from worker.store import IdReservation, SnapshotStore
 from worker.venues.book import LocalBook
 from worker.venues.types import BookUpdate, PositionState
 
-__all__ = ["OrderExecutor", "ResyncVenue", "Worker"]
+__all__ = ["Difference", "OrderExecutor", "ResyncVenue", "Worker", "venue_differences"]
 
 OrderCommand = cmd.PlaceOrder | cmd.AmendOrder | cmd.CancelOrder | cmd.QueryOrder
 _SENDS = (cmd.PlaceOrder, cmd.AmendOrder, cmd.CancelOrder, cmd.QueryOrder)
@@ -91,6 +91,60 @@ _T = TypeVar("_T")
 
 async def _raise(exc: Exception) -> list[Event]:
     raise exc
+
+
+class Difference(NamedTuple):
+    """One thing the exchange holds that a snapshot cannot explain: ``kind`` names it for
+    machines (``perp_position``, ``spot_balance``), ``detail`` says it for people."""
+
+    kind: str
+    detail: str
+
+
+def venue_differences(
+    *,
+    perp_symbol: str,
+    perp_claim: Decimal,
+    perp_held: Decimal | None,
+    base: str,
+    spot_claim: Decimal,
+    spot_held: Decimal | None,
+    other_spot_claims: Mapping[str, Decimal] | None = None,
+) -> list[Difference]:
+    """Compare a snapshot's claims with the exchange's position and balance (§4.6, §8).
+
+    The perp position (``perp_held``, signed; ``None``: not known) must equal the claim of the
+    one instance on that symbol. The account's balance of the base coin (``spot_held``, its
+    wallet total; ``None``: the account holds none) must cover every positive spot claim on
+    that coin: this instance's and ``other_spot_claims`` (instance id -> claim) of the other
+    instances on the same account. Used by the worker's start-up resync and by reconcile.
+    """
+    found: list[Difference] = []
+    if perp_held is not None and perp_held != perp_claim:
+        found.append(
+            Difference(
+                "perp_position",
+                f"perp {perp_symbol}: the exchange holds {fmt(perp_held)}, "
+                f"the snapshot {fmt(perp_claim)} (difference {fmt(perp_held - perp_claim)})",
+            )
+        )
+    claims = {instance: qty for instance, qty in (other_spot_claims or {}).items() if qty > ZERO}
+    own = max(spot_claim, ZERO)
+    total = own + sum(claims.values(), ZERO)
+    if total > ZERO and (spot_held is None or spot_held < total):
+        have = fmt(spot_held) if spot_held is not None else "nothing"
+        if not claims:
+            detail = f"spot {base}: the snapshot claims {fmt(own)}, the account holds {have}"
+        else:
+            parts = ", ".join(
+                [f"this instance {fmt(own)}"] + [f"{i} {fmt(q)}" for i, q in sorted(claims.items())]
+            )
+            detail = (
+                f"spot {base}: the snapshots claim {fmt(total)} in all ({parts}), "
+                f"the account holds {have}"
+            )
+        found.append(Difference("spot_balance", detail))
+    return found
 
 
 def wall_ms() -> int:
@@ -622,20 +676,16 @@ class Worker:
         if self.dry_run:
             return None
         s = self.state
-        problems = []
-        position = self.position
-        if position is not None and position.size != s.perp.qty:
-            problems.append(
-                f"perp {self.cfg.future_symbol}: the exchange holds {fmt(position.size)}, "
-                f"the snapshot {fmt(s.perp.qty)} (difference {fmt(position.size - s.perp.qty)})"
-            )
         held = s.balances.get(self.base)
-        if s.spot.qty > ZERO and (held is None or held.total < s.spot.qty):
-            have = fmt(held.total) if held is not None else "nothing"
-            problems.append(
-                f"spot {self.base}: the snapshot claims {fmt(s.spot.qty)}, the account holds {have}"
-            )
-        return "; ".join(problems) or None
+        found = venue_differences(
+            perp_symbol=self.cfg.future_symbol,
+            perp_claim=s.perp.qty,
+            perp_held=None if self.position is None else self.position.size,
+            base=self.base,
+            spot_claim=s.spot.qty,
+            spot_held=None if held is None else held.total,
+        )
+        return "; ".join(d.detail for d in found) or None
 
     async def _reconnect_resync(self) -> None:
         """After the private stream reconnects: what it may have missed, by REST."""
