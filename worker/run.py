@@ -250,13 +250,16 @@ def run(config: str, instance_id: str | None) -> int:
         lock = opened.lock()
     except StartRefusedError as exc:
         return exc.exit_code
+    code = EXIT_CRASH
     try:
-        return _run_locked(opened)
+        code = _run_locked(opened)
     except Exception as exc:
         opened.log.error("crashed", error=f"{type(exc).__name__}: {exc}"[:2000])
-        return EXIT_CRASH
     finally:
         lock.release()
+        # the last line: a hub that adopted this process (not its parent) reads the code here
+        opened.log.info("exit", code=code)
+    return code
 
 
 def _run_locked(opened: Opened) -> int:
