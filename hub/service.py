@@ -28,9 +28,8 @@ from hub.procs import Proc, spawn
 from hub.simulator import Simulator
 from hub.supervisor import ProcessState, Row, RowPolicy
 from worker import ipc
-from worker.config_loader import ApiCredentials
+from worker.config_loader import SIM_CREDENTIALS, ApiCredentials
 from worker.core.config import Endpoints, FleetConfig, Venue
-from worker.run import SIM_CREDENTIALS
 
 __all__ = ["Hub", "HubRunningError"]
 

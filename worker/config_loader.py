@@ -31,6 +31,7 @@ from worker.core.config import (
 )
 
 __all__ = [
+    "SIM_CREDENTIALS",
     "ApiCredentials",
     "check_paths",
     "inspect_account_file",
@@ -40,6 +41,10 @@ __all__ = [
 ]
 
 _REDACTED = "<redacted>"
+
+
+# the simulator's default account (exchange_sim.config), used with venue sim and no key file
+SIM_CREDENTIALS = ("arbhub-sim-key", "arbhub-sim-secret")
 
 
 class ApiCredentials:

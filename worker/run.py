@@ -28,7 +28,12 @@ from typing import TextIO
 import msgspec
 
 from worker import ipc
-from worker.config_loader import ApiCredentials, load_config_with_warnings, load_credentials
+from worker.config_loader import (
+    SIM_CREDENTIALS,
+    ApiCredentials,
+    load_config_with_warnings,
+    load_credentials,
+)
 from worker.core.config import (
     ConfigError,
     ConfigProblem,
@@ -67,8 +72,6 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_CRASH, EXIT_CONFIG, EXIT_LOCKED, EXIT_SNAPSHOT = 0, 1, 2, 3, 4
-# the simulator's default account (exchange_sim.config), used with venue sim and no key file
-SIM_CREDENTIALS = ("arbhub-sim-key", "arbhub-sim-secret")
 # Bybit limits order requests per account and endpoint (10–20/s); one bucket for all of them,
 # with a reserve that only risk-reducing requests may spend (§5.7)
 BUDGET_RATE_PER_S, BUDGET_BURST, BUDGET_RESERVE = 20.0, 20.0, 5.0
