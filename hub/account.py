@@ -20,6 +20,7 @@ import msgspec
 from hub.supervisor import Row
 from worker.config_loader import ApiCredentials, load_credentials
 from worker.core.config import ConfigError, Endpoints
+from worker.core.ledger import fmt
 from worker.core.snapshot import SnapshotError
 from worker.store import SnapshotStore
 from worker.venues.bybit import parse
@@ -45,8 +46,8 @@ class SymbolCheck:
     def as_dict(self) -> dict[str, object]:
         return {
             "symbol": self.symbol,
-            "claims": str(self.claims),
-            "exchange": None if self.exchange is None else str(self.exchange),
+            "claims": fmt(self.claims),
+            "exchange": None if self.exchange is None else fmt(self.exchange),
             "rows": list(self.rows),
             "differs": self.differs,
         }

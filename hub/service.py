@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from hub.supervisor import ProcessState, Row, RowPolicy
 from worker import ipc
 from worker.config_loader import SIM_CREDENTIALS, ApiCredentials
 from worker.core.config import Endpoints, FleetConfig, Venue
+from worker.core.ledger import fmt
 
 __all__ = ["Hub", "HubRunningError"]
 
@@ -48,8 +50,9 @@ def _iso(ms: int | None) -> str | None:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
 
 
-def _str(value: object) -> str | None:
-    return None if value is None else str(value)
+def _str(value: Decimal | None) -> str | None:
+    """Exact and plain (``0``, ``0.0000003994``): never ``0E-8`` or ``3.994E-7``."""
+    return None if value is None else fmt(value)
 
 
 class Hub:

@@ -17,6 +17,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from hub.files import tail_lines
 from hub.service import Hub
 from hub.supervisor import ProcessState
 from worker import ipc
+from worker.core.ledger import fmt
 from worker.journal import journal_path
 
 __all__ = ["create_app"]
@@ -110,6 +112,8 @@ def create_app(hub: Hub, *, token: str | None = None, enable_docs: bool = False)
         openapi_url="/openapi.json" if enable_docs else None,
     )
     templates = Jinja2Templates(directory=str(TEMPLATES))
+    templates.env.filters["money"] = money
+    templates.env.filters["plain"] = plain
     csrf = secrets.token_urlsafe(32)
 
     if token is not None:
@@ -234,6 +238,17 @@ def create_app(hub: Hub, *, token: str | None = None, enable_docs: bool = False)
         return done(request, hub.stop(list(hub.rows)), "/arb")
 
     return app
+
+
+def plain(value: Decimal | None) -> str:
+    return "—" if value is None else fmt(value)
+
+
+def money(value: str | None) -> str:
+    """A quote amount for the page: 4 decimals (the API keeps every digit)."""
+    if value is None:
+        return "—"
+    return fmt(Decimal(value).quantize(Decimal("0.0001")))
 
 
 def basis_chart(points: list[tuple[int, float]], width: int = 640, height: int = 160) -> str:
