@@ -37,6 +37,7 @@ __all__ = ["main"]
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
 DEFAULT_CONFIG = "algo/spot-future-arb/config.json"
 HUB_START_TIMEOUT_S = 60.0
+GRACEFUL_S = 3  # a web client still sending when the hub stops is cut off after this
 _SETTLED = frozenset({"STOPPED", "EXITED", "FATAL"})
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -166,7 +167,12 @@ async def _serve_async(
     url = _url(fleet)
     server = _Quiet(
         uvicorn.Config(
-            app, host=fleet.hub.host, port=fleet.hub.port, log_level="warning", lifespan="off"
+            app,
+            host=fleet.hub.host,
+            port=fleet.hub.port,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=GRACEFUL_S,
         )
     )
     web = asyncio.create_task(server.serve())
@@ -184,10 +190,11 @@ async def _serve_async(
     await hub.close(stop_fleet=True)
     with contextlib.suppress(FileNotFoundError):
         hub.run.control_socket.unlink()
-    server.should_exit = True
+    server.should_exit = True  # open connections get GRACEFUL_S, then they are closed
     with contextlib.suppress(asyncio.CancelledError):
         await web
     stop_wait.cancel()
+    hub.forget()
     print("stopped", flush=True)
     return code
 
@@ -256,9 +263,10 @@ def _stop(fleet: FleetConfig, ids: list[str], yes: bool) -> int:
         return EXIT_FAILURE
     if ids:
         return EXIT_OK
+    record = run.read_pid("hub")
     ask(run.control_socket, {"op": "shutdown"})
     deadline = time.monotonic() + 60
-    while (record := run.read_pid("hub")) is not None and record.alive():
+    while record is not None and record.alive():  # the process itself, not just its record
         if time.monotonic() > deadline:
             print("error: the hub did not exit", file=sys.stderr)
             return EXIT_FAILURE

@@ -55,6 +55,8 @@ class Proc:
         return (True, self._logged_exit_code())
 
     def _logged_exit_code(self) -> int | None:
+        """The code of this process's own ``exit`` line (it carries the pid): an earlier run
+        of the instance may have left its own exit line in view."""
         if self.log is None:
             return None
         for line in reversed(tail_lines(self.log, 20)):
@@ -62,9 +64,12 @@ class Proc:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(record, dict) and record.get("event") == "exit":
-                code = record.get("code")
-                return code if isinstance(code, int) else None
+            if not isinstance(record, dict) or record.get("event") != "exit":
+                continue
+            code = record.get("code")
+            if record.get("pid") != self.pid or not isinstance(code, int):
+                return None
+            return code
         return None
 
     def signal_group(self, signum: signal.Signals) -> None:

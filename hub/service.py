@@ -140,6 +140,9 @@ class Hub:
             self._ipc.close()
             with contextlib.suppress(FileNotFoundError):
                 self.run.ipc_socket.unlink()
+
+    def forget(self) -> None:
+        """The last act of a hub process: the CLI waits for this record to go."""
         self.run.forget_pid("hub", self.run.read_pid("hub"))
 
     # ---------------------------------------------------------------- operator actions

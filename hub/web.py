@@ -49,6 +49,11 @@ def _severity(view: dict[str, Any]) -> int:
     return 2
 
 
+def _same(given: str, secret: str) -> bool:
+    """Constant-time comparison that also refuses (never raises on) non-ASCII input."""
+    return hmac.compare_digest(given.encode("utf-8", "replace"), secret.encode())
+
+
 def sorted_views(hub: Hub) -> list[dict[str, Any]]:
     return sorted(hub.views(), key=lambda v: (_severity(v), v["id"]))
 
@@ -122,20 +127,21 @@ def create_app(hub: Hub, *, token: str | None = None, enable_docs: bool = False)
         async def bearer(
             request: Request, call_next: Callable[[Request], Awaitable[Response]]
         ) -> Response:
-            given = request.headers.get("authorization", "").removeprefix("Bearer ")
+            scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+            given = credential if scheme == "Bearer" else ""
             given = given or request.cookies.get("arbhub_token", "")
             query = request.query_params.get("token", "")
-            if query and hmac.compare_digest(query, token):
+            if query and _same(query, token):
                 response = RedirectResponse(request.url.path, status_code=303)
                 response.set_cookie("arbhub_token", token, httponly=True, samesite="strict")
                 return response
-            if request.url.path != "/livez" and not hmac.compare_digest(given, token):
+            if request.url.path != "/livez" and not _same(given, token):
                 return PlainTextResponse("a bearer token is required", status_code=401)
             return await call_next(request)
 
     def check_csrf(request: Request, form_token: str | None) -> None:
         given = form_token or request.headers.get("x-csrf-token", "")
-        if not hmac.compare_digest(given, csrf):
+        if not _same(given, csrf):
             raise HTTPException(403, "missing or wrong CSRF token")
 
     def row_or_404(instance: str) -> dict[str, Any]:

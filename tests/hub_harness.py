@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "algo" / "spot-future-arb"
@@ -183,3 +184,68 @@ class RunningHub:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(int(record["pid"]), signal.SIGKILL)
         self.http.close()
+
+
+# ------------------------------------------------- helpers added for tests/integration/test_hub.py
+
+
+class TokenHub(RunningHub):
+    """A :class:`RunningHub` whose config names ``hub.token_file``: the harness's own client
+    carries ``Authorization: Bearer <token>`` (``self.token``); other clients do not."""
+
+    def __init__(self, config: Path, *, serve_args: tuple[str, ...] = ("--all",)) -> None:
+        settings = json.loads(config.read_text())["hub"]
+        token_file = Path(settings["token_file"])
+        if not token_file.is_absolute():
+            token_file = config.parent / token_file
+        self.token = token_file.read_text().strip()
+        super().__init__(config, serve_args=serve_args)
+
+    def _ready(self) -> bool:
+        self.http.headers["Authorization"] = f"Bearer {self.token}"
+        return super()._ready()
+
+
+def alive(pid: int | None) -> bool:
+    """Whether ``pid`` is a live process (a zombie counts as dead)."""
+    if pid is None:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def workers_of(config: Path) -> dict[str, list[int]]:
+    """Live ``spot-future-arb`` processes started with this config, by ``--instance`` id."""
+    found: dict[str, list[int]] = {}
+    for process in psutil.process_iter(["pid", "cmdline", "status"]):
+        cmdline = process.info["cmdline"] or []
+        if process.info["status"] == psutil.STATUS_ZOMBIE or len(cmdline) < 2:
+            continue
+        if not any(Path(part).name == "spot-future-arb" for part in cmdline[:2]):
+            continue
+        if str(config) not in cmdline or "--instance" not in cmdline:
+            continue
+        at = cmdline.index("--instance")
+        if at + 1 < len(cmdline):
+            found.setdefault(cmdline[at + 1], []).append(int(process.info["pid"]))
+    return found
+
+
+def write_account_file(folder: Path, api_key: str, api_secret: str) -> Path:
+    """``account.json`` (mode 0600) in ``folder``; name it with ``account_file="account.json"``."""
+    path = folder / "account.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"api_key": api_key, "api_secret": api_secret}))
+    path.chmod(0o600)
+    return path
+
+
+def write_token_file(folder: Path, token: str) -> Path:
+    """``token`` (mode 0600) in ``folder``; name it with ``hub={"token_file": "token"}``."""
+    path = folder / "token"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return path

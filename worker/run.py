@@ -261,7 +261,7 @@ def run(config: str, instance_id: str | None) -> int:
     finally:
         lock.release()
         # the last line: a hub that adopted this process (not its parent) reads the code here
-        opened.log.info("exit", code=code)
+        opened.log.info("exit", code=code, pid=os.getpid())
     return code
 
 
