@@ -59,7 +59,7 @@ def test_every_shipped_instance_is_ready_to_trade_on_the_demo_simulator(demo: Si
 def test_base_tier_fees_below_the_threshold_are_a_warning(sim: Sim) -> None:
     ready = _prepare(sim.url, load_config(CONFIG).instance("btc"))
     [warning] = ready.warnings
-    assert warning.startswith("instances[0].entry_threshold_bps: 12 is below the round-trip")
+    assert warning.startswith("instances[0].entry_threshold_bps: 20 is below the round-trip")
 
 
 def test_an_unknown_symbol_is_a_configuration_error(demo: Sim) -> None:

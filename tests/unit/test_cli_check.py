@@ -60,8 +60,8 @@ def test_check_shipped_config_prints_resolved_values() -> None:
     assert out["execute"] is True
     assert out["spot_symbol"] == out["future_symbol"] == "BTCUSDT"
     assert out["order_qty"] == "0.002"
-    assert out["entry_threshold_bps"] == "12"
-    assert out["exit_threshold_bps"] == "2"
+    assert out["entry_threshold_bps"] == "20"
+    assert out["exit_threshold_bps"] == "-3"
     assert out["emergency_unwind_bps"] == "60"
     assert out["chase_interval_ms"] == 200
     assert out["hedge_mode"] == "race"
@@ -81,7 +81,7 @@ def test_check_row_override_from_another_directory(tmp_path: Path) -> None:
     result = run("--config", relative, "--instance", "sol", "--check", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
-    assert out["entry_threshold_bps"] == "15"
+    assert (out["order_qty"], out["entry_threshold_bps"]) == ("1", "20")  # its row, the root
     assert out["state_path"] == str(SHIPPED.parent / "state" / "sol.json")
 
 
