@@ -793,3 +793,36 @@ def test_a_non_ascii_bearer_token_gets_401(token_hub: TokenHub) -> None:
 def test_the_token_without_the_bearer_scheme_gets_401(token_hub: TokenHub) -> None:
     reply = httpx.get(f"{token_hub.url}/api/instances", headers={"Authorization": token_hub.token})
     assert reply.status_code == 401
+
+
+def test_hub_reconcile_checks_stopped_rows_and_leaves_trading_rows_alone(
+    make_hub: Callable[..., RunningHub],
+) -> None:
+    """``hub reconcile`` runs the worker's own tool for a stopped row (under its lock) and
+    exits 1 while the snapshot and the exchange differ; a trading row is left alone."""
+    quiet = {**ROWS[0], "entry_threshold_bps": 1000, "emergency_unwind_bps": 0}  # never enters
+    hub = make_hub([quiet])
+    wait_running(hub)
+    trading = hub.cli("reconcile", "btc")
+    assert trading.returncode == 0, trading.stderr
+    assert "nothing to reconcile while it trades" in trading.stdout
+
+    assert hub.post("/arb/btc/stop").status_code == 200
+    hub.wait_state("btc", "STOPPED")
+    clean = hub.cli("reconcile", "btc")
+    assert clean.returncode == 0, (clean.stdout, clean.stderr)
+    assert "clean" in clean.stdout
+
+    hub.sim_admin("/sim/adjust", {"symbol": "BTCUSDT", "side": "Buy", "size": "0.003"})
+    differs = hub.cli("reconcile", "btc")
+    assert differs.returncode == 1, (differs.stdout, differs.stderr)
+    assert "perp_position" in differs.stdout and "0.003" in differs.stdout
+    for action in ("--resume", "--clear"):
+        refused = hub.cli("reconcile", "btc", action)
+        assert refused.returncode == 1, (action, refused.stdout)
+        assert "refused" in refused.stdout, (action, refused.stdout)
+
+    hub.sim_admin("/sim/adjust", {"symbol": "BTCUSDT", "side": "Buy", "size": "0"})
+    again = hub.cli("reconcile")  # every row: the one stopped row, clean again
+    assert again.returncode == 0, (again.stdout, again.stderr)
+    assert hub.cli("reconcile", "nope").returncode == 2
