@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -155,9 +156,15 @@ async def _serve_async(
 ) -> int:
     hub = Hub(fleet, config_path=config)
     app = create_app(hub, token=token, enable_docs=fleet.hub.enable_docs)
+    try:  # the port first: a hub that cannot serve must not have started anything
+        listening = socket.create_server((fleet.hub.host, fleet.hub.port))
+    except OSError as exc:
+        print(f"error: cannot listen on {_url(fleet)}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILURE
     try:
         await hub.open()
     except (HubRunningError, SimError) as exc:
+        listening.close()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     stopping = asyncio.Event()
@@ -175,7 +182,7 @@ async def _serve_async(
             timeout_graceful_shutdown=GRACEFUL_S,
         )
     )
-    web = asyncio.create_task(server.serve())
+    web = asyncio.create_task(server.serve(sockets=[listening]))
     control = await serve_control(hub, url, stopping.set)
     hub.start(list(hub.rows) if start_all else ids)
     print(f"arbhub: {url}  (Ctrl-C stops the fleet and the simulator)", flush=True)
@@ -183,7 +190,7 @@ async def _serve_async(
     await asyncio.wait({web, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
     code = EXIT_OK
     if web.done() and not stopping.is_set():
-        print(f"error: the web server stopped (port {fleet.hub.port} in use?)", file=sys.stderr)
+        print("error: the web server stopped; stopping the fleet", file=sys.stderr)
         code = EXIT_FAILURE
     print("stopping the fleet …", flush=True)
     control.close()

@@ -826,3 +826,20 @@ def test_hub_reconcile_checks_stopped_rows_and_leaves_trading_rows_alone(
     again = hub.cli("reconcile")  # every row: the one stopped row, clean again
     assert again.returncode == 0, (again.stdout, again.stderr)
     assert hub.cli("reconcile", "nope").returncode == 2
+
+
+def test_a_hub_that_cannot_listen_starts_nothing(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, [ROWS[0]], hub={"port": port})
+        done = subprocess.run(
+            [str(BIN / "hub"), "--config", str(config), "serve", "--all"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert f"cannot listen on http://127.0.0.1:{port}/arb" in done.stderr
+    assert not (tmp_path / "run" / "sim.pid").exists()
+    assert workers_of(config) == {}
