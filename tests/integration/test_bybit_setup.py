@@ -14,6 +14,7 @@ from tests.conftest import REPO
 from tests.integration.conftest import API_KEY, API_SECRET, Sim, running_sim
 from worker.config_loader import ApiCredentials, load_config
 from worker.core.config import InstanceConfig
+from worker.venues.bybit import setup
 from worker.venues.bybit.rest import BybitRest
 from worker.venues.bybit.setup import SetupError, VenueSetup, prepare
 
@@ -77,3 +78,23 @@ def test_an_unreachable_venue_is_a_retryable_failure(tmp_path: Path) -> None:
     with pytest.raises(SetupError) as caught:
         _prepare(url, load_config(CONFIG).instance("btc"))
     assert caught.value.exit_code == 1
+
+
+def test_rate_limit_refusals_at_start_are_waited_out_never_a_configuration_error(
+    demo: Sim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fleet starting at once on one account meets 10006 on its setup queries: the worker
+    waits until the venue's reset and asks again; if it persists it is a retryable failure
+    (exit 1, the hub restarts it), never exit 2 (which would make the row FATAL)."""
+    instance = load_config(CONFIG).instance("btc")
+    demo.fault("rate_limit", count=3)
+    assert _prepare(demo.url, instance).spot.symbol == "BTCUSDT"
+    monkeypatch.setattr(setup, "RATE_LIMIT_TRIES", 1)
+    demo.fault("rate_limit", count=5)
+    try:
+        with pytest.raises(SetupError) as caught:
+            _prepare(demo.url, instance)
+    finally:
+        demo.fault("clear")
+    assert caught.value.exit_code == 1
+    assert "Too many visits" in str(caught.value)

@@ -8,19 +8,26 @@ Bybit's 110043 "not modified" is success). A dry-run without API keys (``private
 checks only what is public and assumes Bybit's base-tier fee rates, with a warning. A
 refusal that the configuration must fix raises
 ``SetupError`` with exit code 2; a venue that cannot be reached or answers nonsense raises it
-with exit code 1 (the hub restarts the worker with backoff).
+with exit code 1 (the hub restarts the worker with backoff). A rate-limit refusal (10006: a
+whole fleet starting on one account) is waited out until the venue's reset time and asked
+again; only if it persists is it exit code 1, never 2.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from functools import partial
 
 import msgspec
 
 from worker.core.config import InstanceConfig
 from worker.core.instruments import FeeRates, InstrumentRules
 from worker.core.venue_check import check_instance_against_venue
+from worker.venues.bybit.errors import RATE_LIMIT
 from worker.venues.bybit.parse import BybitError, parse_fee_rates, parse_instruments, positions
 from worker.venues.bybit.rest import BybitRest, Done, Outcome, Refused
 from worker.venues.bybit.schemas import ListResult
@@ -35,6 +42,8 @@ BASE_TIER_FEES = {
     "linear": FeeRates(maker=Decimal("0.0002"), taker=Decimal("0.00055")),
 }
 _UNIFIED = frozenset({3, 4, 5, 6})  # unifiedMarginStatus of unified trading accounts
+RATE_LIMIT_TRIES = 12
+INFO, FEES, TICKERS = "/v5/market/instruments-info", "/v5/account/fee-rate", "/v5/market/tickers"
 
 
 class SetupError(Exception):
@@ -63,9 +72,37 @@ class _AccountInfo(msgspec.Struct, rename="camel"):
 def _done(outcome: Outcome, what: str) -> Done:
     if isinstance(outcome, Done):
         return outcome
-    if isinstance(outcome, Refused):
+    if isinstance(outcome, Refused) and outcome.code != RATE_LIMIT:
         raise SetupError(f"{what}: refused ({outcome.code}: {outcome.message})", exit_code=2)
-    raise SetupError(f"{what}: {outcome.reason}", exit_code=1)
+    reason = outcome.message if isinstance(outcome, Refused) else outcome.reason
+    raise SetupError(f"{what}: {reason}", exit_code=1)  # transient: restarted with backoff
+
+
+def _rate_limited(outcome: Outcome) -> bool:
+    return isinstance(outcome, Refused) and outcome.code == RATE_LIMIT
+
+
+async def _pause(outcome: Outcome) -> None:
+    """Until the venue's rate-limit reset (0.2–5 s), with jitter so a fleet spreads out."""
+    limit = outcome.rate_limit
+    reset_s = limit.reset_ms / 1000 - time.time() if limit is not None else 0.0
+    await asyncio.sleep(min(max(reset_s, 0.2), 5.0) + random.uniform(0, 0.5))
+
+
+async def _retried(call: Callable[[], Awaitable[Outcome]]) -> Outcome:
+    """The venue's answer, asked again while it is a rate-limit refusal: a fleet starting at
+    once shares one account's limits, which is a wait, never a configuration error."""
+    outcome = await call()
+    for _ in range(RATE_LIMIT_TRIES):
+        if not _rate_limited(outcome):
+            break
+        await _pause(outcome)
+        outcome = await call()
+    return outcome
+
+
+async def _ask(call: Callable[[], Awaitable[Outcome]], what: str) -> Done:
+    return _done(await _retried(call), what)
 
 
 async def prepare(
@@ -93,8 +130,13 @@ async def _prepare(
     private: bool,
     trading: bool,
 ) -> VenueSetup:
-    sent = clock_ms()
-    server = _done(await rest.get("/v5/market/time", {}, auth=False), "server time")
+    for _ in range(RATE_LIMIT_TRIES):  # the skew is measured around the answer that counts
+        sent = clock_ms()
+        outcome = await rest.get("/v5/market/time", {}, auth=False)
+        if not _rate_limited(outcome):
+            break
+        await _pause(outcome)
+    server = _done(outcome, "server time")
     local = (sent + clock_ms()) // 2
     skew = int(msgspec.json.decode(server.result, type=_Time).time_nano) // 1_000_000 - local
     if abs(skew) * 2 > rest.recv_window_ms:
@@ -108,16 +150,16 @@ async def _prepare(
     prices: dict[str, Decimal] = {}
     for category, symbol in (("spot", cfg.spot_symbol), ("linear", cfg.future_symbol)):
         params = {"category": category, "symbol": symbol}
-        info = _done(await rest.get("/v5/market/instruments-info", params, auth=False), symbol)
+        info = await _ask(partial(rest.get, INFO, params, auth=False), symbol)
         found = [r for r in parse_instruments(info.body) if r.symbol == symbol]
         if found:
             rules[category] = found[0]
         if private:
-            rates = _done(await rest.get("/v5/account/fee-rate", params), f"{symbol} fee rate")
+            rates = await _ask(partial(rest.get, FEES, params), f"{symbol} fee rate")
             fees.update({f"{category}:{k}": v for k, v in parse_fee_rates(rates.body).items()})
         else:
             fees[f"{category}:{symbol}"] = BASE_TIER_FEES[category]
-        ticker = _done(await rest.get("/v5/market/tickers", params, auth=False), symbol)
+        ticker = await _ask(partial(rest.get, TICKERS, params, auth=False), symbol)
         for row in msgspec.json.decode(ticker.result, type=_Tickers).items:
             if row.symbol == symbol and row.last_price:
                 prices[category] = Decimal(row.last_price)
@@ -153,7 +195,7 @@ async def _prepare(
 
 
 async def _account(rest: BybitRest, cfg: InstanceConfig) -> None:
-    info_outcome = _done(await rest.get("/v5/account/info", {}), "account info")
+    info_outcome = await _ask(partial(rest.get, "/v5/account/info", {}), "account info")
     status = msgspec.json.decode(info_outcome.result, type=_AccountInfo).unified_margin_status
     if status not in _UNIFIED:
         raise SetupError(
@@ -169,10 +211,8 @@ class _PositionIdx(msgspec.Struct, rename="camel"):
 
 
 async def _one_way(rest: BybitRest, symbol: str) -> None:
-    listed = _done(
-        await rest.get("/v5/position/list", {"category": "linear", "symbol": symbol}),
-        f"{symbol} position",
-    )
+    params = {"category": "linear", "symbol": symbol}
+    listed = await _ask(partial(rest.get, "/v5/position/list", params), f"{symbol} position")
     rows = msgspec.json.decode(listed.result, type=ListResult).items
     positions(rows)  # validates the rows' shape
     for row in msgspec.json.decode(rows, type=list[_PositionIdx]):
@@ -186,10 +226,8 @@ async def _one_way(rest: BybitRest, symbol: str) -> None:
 
 async def _leverage(rest: BybitRest, symbol: str, leverage: Decimal) -> None:
     value = format(leverage, "f")
-    outcome = await rest.post(
-        "/v5/position/set-leverage",
-        {"category": "linear", "symbol": symbol, "buyLeverage": value, "sellLeverage": value},
-    )
+    body = {"category": "linear", "symbol": symbol, "buyLeverage": value, "sellLeverage": value}
+    outcome = await _retried(partial(rest.post, "/v5/position/set-leverage", body))
     if not isinstance(outcome, Done) and outcome.code == LEVERAGE_UNCHANGED:
         return  # already at this leverage (Bybit answers "not modified")
     _done(outcome, f"{symbol} leverage {value}")
