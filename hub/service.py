@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -147,36 +148,36 @@ class Hub:
 
     # ---------------------------------------------------------------- operator actions
 
-    def start(self, ids: list[str]) -> list[str]:
-        """Start these rows (unknown ids are reported, running ones left alone)."""
-        notes = []
-        now = time.monotonic()
+    def _known(self, ids: list[str], notes: list[str]) -> Iterator[Row]:
         for instance in ids:
             row = self.rows.get(instance)
             if row is None:
                 notes.append(f"{instance}: no such instance")
-                continue
-            self.wanted.add(instance)
+            else:
+                yield row
+
+    def start(self, ids: list[str]) -> list[str]:
+        """Start these rows (unknown ids are reported, running ones left alone)."""
+        notes: list[str] = []
+        now = time.monotonic()
+        for row in self._known(ids, notes):
+            self.wanted.add(row.id)
             if row.alive:
-                notes.append(f"{instance}: already {row.state.value}")
+                notes.append(f"{row.id}: already {row.state.value}")
                 continue
             row.reset_failures()
             self._spawn(row, now)
-            notes.append(f"{instance}: starting")
+            notes.append(f"{row.id}: starting")
         self.run.write_wanted(self.wanted)
         return notes
 
     def stop(self, ids: list[str], *, remember: bool = True) -> list[str]:
-        notes = []
+        notes: list[str] = []
         now = time.monotonic()
-        for instance in ids:
-            row = self.rows.get(instance)
-            if row is None:
-                notes.append(f"{instance}: no such instance")
-                continue
-            self.wanted.discard(instance)
+        for row in self._known(ids, notes):
+            self.wanted.discard(row.id)
             row.stop(now)
-            notes.append(f"{instance}: {row.state.value}")
+            notes.append(f"{row.id}: {row.state.value}")
         if remember:
             self.run.write_wanted(self.wanted)
         return notes

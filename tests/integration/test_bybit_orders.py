@@ -16,6 +16,7 @@ from worker.config_loader import ApiCredentials
 from worker.core.commands import AmendOrder, CancelOrder, PlaceOrder, QueryOrder
 from worker.core.events import (
     Acknowledged,
+    Event,
     OrderNotFound,
     OrderUpdate,
     OutcomeUnknown,
@@ -224,3 +225,30 @@ def test_an_entry_signed_ahead_goes_out_as_signed_and_anything_else_is_signed_wh
     answers = run(sim, action, clock=lambda: _now_ms() + offset[0])
     acks = [a for a in answers if isinstance(a, Acknowledged)]
     assert [a.link_id for a in acks] == ["ord-sa-1", "ord-sa-2", "ord-sa-3", "ord-sa-4"], answers
+
+
+def test_an_entry_waiting_for_a_rate_token_is_never_reported_not_found(
+    sim: Sim, tmp_path: Path
+) -> None:
+    """A create that waits for the shared budget has not left yet: a query meanwhile must not
+    answer OrderNotFound (the core would call the order never taken, and the create would
+    then leave anyway and fill unaccounted). Found a 100-worker bench under load."""
+    budget = AccountBudget(tmp_path, API_KEY, rate_per_s=1.0, burst=2.0, reserve=1.0)
+
+    async def action(orders: BybitOrders) -> tuple[list[Event], list[Event], list[Event]]:
+        await asyncio.sleep(0.1 + 1.0 + 0.2)  # the worker started longer ago than the window
+        await orders.submit(_place("ord-w1"))  # takes the one token above the reserve
+        waiting = asyncio.ensure_future(orders.submit(_place("ord-w2")))  # needs a refill
+        await asyncio.sleep(0.2)
+        during = list(await orders.submit(QueryOrder(link_id="ord-w2", leg=Leg.SPOT)))
+        sent = list(await waiting)
+        after = list(await orders.submit(QueryOrder(link_id="ord-w2", leg=Leg.SPOT)))
+        for link in ("ord-w1", "ord-w2"):
+            await orders.submit(CancelOrder(link_id=link, leg=Leg.SPOT))
+        return during, sent, after
+
+    during, sent, after = run(sim, action, recv_window_ms=100, budget=budget)
+    assert during == []  # cannot tell yet, never "not found"
+    assert isinstance(sent[0], Acknowledged)
+    assert [type(e) for e in after] == [OrderUpdate]
+    assert isinstance(after[0], OrderUpdate) and after[0].link_id == "ord-w2"

@@ -6,7 +6,8 @@ reply becomes ``Acknowledged``, ``Rejected`` (a definitive refusal) or ``Outcome
 (the request may have landed: the core will ask for a ``QueryOrder``, never a resend).
 ``QueryOrder`` looks the ``orderLinkId`` up in open orders, then in the history; an order
 found nowhere is reported ``OrderNotFound`` only once the receive window of its last send
-has passed (a request still in flight could otherwise land after the answer).
+has passed (a request still in flight could otherwise land after the answer), and never
+while its request still waits for a rate token (it would leave after the answer).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class BybitOrders:
         self._purpose: dict[str, Purpose] = {}
         self._last_send_ms: dict[str, int] = {}
         self._prepared: list[tuple[PlaceOrder, PreparedPost]] = []
+        # requests waiting for a rate token: never "not found" (they would leave afterwards)
+        self._unsent: set[str] = set()
 
     def remember(self, link_id: str, purpose: Purpose) -> None:
         """Orders restored from the snapshot: their purpose decides their rate priority."""
@@ -128,10 +131,15 @@ class BybitOrders:
         self, link_id: str, request: Request, params: dict[str, Any], reduces_risk: bool
     ) -> list[Event]:
         assert self.budget is not None
-        while (wait := self.budget.take(reduces_risk=reduces_risk)) > 0:
-            await asyncio.sleep(wait)
-        prepared = self.rest.prepare_post(_path(request), params)
-        return await self._answer_to(link_id, request, self._send(link_id, prepared))
+        self._unsent.add(link_id)
+        try:
+            while (wait := self.budget.take(reduces_risk=reduces_risk)) > 0:
+                await asyncio.sleep(wait)
+            prepared = self.rest.prepare_post(_path(request), params)
+            pending = self._send(link_id, prepared)
+        finally:
+            self._unsent.discard(link_id)
+        return await self._answer_to(link_id, request, pending)
 
     async def _answer_to(
         self, link_id: str, request: Request, pending: Awaitable[Outcome]
@@ -203,6 +211,8 @@ class BybitOrders:
         return OutcomeUnknown(link_id=link_id, request=request, reason=outcome.reason)
 
     async def _query(self, command: QueryOrder) -> list[Event]:
+        if command.link_id in self._unsent:
+            return []  # still waiting for a rate token: the venue cannot know it yet
         category = "spot" if command.leg is Leg.SPOT else "linear"
         params = {"category": category, "orderLinkId": command.link_id}
         for path in ("/v5/order/realtime", "/v5/order/history"):
