@@ -39,6 +39,7 @@ __all__ = ["Hub", "HubRunningError"]
 TICK_S = 0.25
 USAGE_EVERY_S = 2.0
 HELLO_TIMEOUT_S = 10.0
+STARTS_AT_ONCE = 2 * (os.cpu_count() or 1)  # workers between spawn and Hello at one time
 
 
 class HubRunningError(RuntimeError):
@@ -57,7 +58,9 @@ def _str(value: Decimal | None) -> str | None:
 
 
 class Hub:
-    def __init__(self, fleet: FleetConfig, *, config_path: Path) -> None:
+    def __init__(
+        self, fleet: FleetConfig, *, config_path: Path, starts_at_once: int = STARTS_AT_ONCE
+    ) -> None:
         self.fleet = fleet
         self.config_path = config_path.resolve()
         self.run = RunDir(fleet.hub.run_dir)
@@ -78,6 +81,7 @@ class Hub:
             list(self.rows.values()), default_credentials=None, endpoints=None
         )
         self.wanted: set[str] = set()
+        self.starts_at_once = starts_at_once
         self.started_wall = time.time()
         self.ready = False
         self._ipc: asyncio.Server | None = None
@@ -162,13 +166,14 @@ class Hub:
         now = time.monotonic()
         for row in self._known(ids, notes):
             self.wanted.add(row.id)
-            if row.alive:
+            if row.alive or row.queued:
                 notes.append(f"{row.id}: already {row.state.value}")
                 continue
             row.reset_failures()
-            self._spawn(row, now)
+            row.queue()
             notes.append(f"{row.id}: starting")
         self.run.write_wanted(self.wanted)
+        self._start_queued(now)
         return notes
 
     def stop(self, ids: list[str], *, remember: bool = True) -> list[str]:
@@ -215,9 +220,22 @@ class Hub:
             if row.state is ProcessState.BACKOFF and now >= row.retry_at:
                 if row.id in self.wanted:
                     row.restarts += 1
-                    self._spawn(row, now)
+                    row.queue()
                 else:
                     row.state = ProcessState.STOPPED
+        self._start_queued(now)
+
+    def _start_queued(self, now: float) -> None:
+        """Spawn queued rows while fewer than ``starts_at_once`` are starting: a whole fleet
+        starting at once would starve every worker's start-up (and the venue's patience)."""
+        rows = self.rows.values()
+        starting = sum(1 for r in rows if r.state is ProcessState.STARTING and r.alive)
+        for row in rows:
+            if starting >= self.starts_at_once:
+                return
+            if row.queued:
+                self._spawn(row, now)
+                starting += 1
 
     async def _supervise(self) -> None:
         last_usage = 0.0

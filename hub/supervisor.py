@@ -1,8 +1,9 @@
 """One row per instance: its worker process, the supervisord-style process state, and the
 restart and stop policy of ARCHITECTURE §8.
 
-Process states: ``STOPPED`` (not running, not wanted) → ``STARTING`` (spawned, no ``Hello``
-yet) → ``RUNNING`` (its ``Hello`` arrived) → ``STOPPING`` → ``STOPPED``. An exit nobody asked
+Process states: ``STOPPED`` (not running, not wanted) → ``STARTING`` (waiting for a start
+slot, or spawned with no ``Hello`` yet) → ``RUNNING`` (its ``Hello`` arrived) → ``STOPPING`` →
+``STOPPED``. An exit nobody asked
 for goes to ``BACKOFF`` and is restarted after 1 s × 2ⁿ (capped at ``backoff_max_s``); after
 more than ``start_retries`` quick failures in a row, or at once on exit code 2, 3 or 4
 (configuration, locked, snapshot), the row is ``FATAL`` and stays down until the operator
@@ -100,6 +101,15 @@ class Row:
         return self.state is ProcessState.RUNNING and now - self.status_at > STALE_AFTER_S
 
     # ---------------------------------------------------------------- transitions
+
+    def queue(self) -> None:
+        """Wanted running; it is spawned when a start slot is free (see ``Hub``)."""
+        self.state = ProcessState.STARTING
+        self.error = None
+
+    @property
+    def queued(self) -> bool:
+        return self.state is ProcessState.STARTING and self.proc is None
 
     def started(self, proc: Proc, now: float) -> None:
         self.proc = proc

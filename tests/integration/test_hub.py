@@ -30,6 +30,7 @@ import httpx
 import psutil
 import pytest
 
+from hub.service import Hub
 from tests.hub_harness import (
     BIN,
     ROWS,
@@ -42,7 +43,7 @@ from tests.hub_harness import (
     write_config,
     write_token_file,
 )
-from worker.config_loader import SIM_CREDENTIALS
+from worker.config_loader import SIM_CREDENTIALS, load_config
 
 IDS = [row["id"] for row in ROWS]
 PROCESS_STATES = {"STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL"}
@@ -843,3 +844,26 @@ def test_a_hub_that_cannot_listen_starts_nothing(tmp_path: Path) -> None:
     assert f"cannot listen on http://127.0.0.1:{port}/arb" in done.stderr
     assert not (tmp_path / "run" / "sim.pid").exists()
     assert workers_of(config) == {}
+
+
+def test_a_fleet_starts_a_few_workers_at_a_time(tmp_path: Path) -> None:
+    """Rows wait in STARTING (no pid) for a start slot: never more than ``starts_at_once``
+    workers between spawn and Hello, however many rows start (real worker processes; without
+    a simulator each ends with exit code 2, which frees its slot)."""
+    config = write_config(tmp_path, ROWS)
+    hub = Hub(load_config(config), config_path=config, starts_at_once=1)
+    hub.run.create()
+    hub.start(hub.fleet.ids)
+    spawned: set[int] = set()
+    deadline = time.monotonic() + 120
+    while not all(row.state.value == "FATAL" for row in hub.rows.values()):
+        assert time.monotonic() < deadline, hub.views()
+        live = [row for row in hub.rows.values() if row.alive]
+        assert len(live) <= 1, [row.id for row in live]
+        spawned.update(row.proc.pid for row in live if row.proc is not None)
+        queued = [row.id for row in hub.rows.values() if row.queued]
+        assert all(view["pid"] is None for view in hub.views() if view["id"] in queued)
+        hub._observe(time.monotonic())
+        time.sleep(0.02)
+    assert len(spawned) == len(ROWS)  # each row got its turn
+    assert all(row.exit_code == 2 for row in hub.rows.values())
