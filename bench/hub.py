@@ -194,6 +194,8 @@ def measure(n: int) -> dict[str, Any]:
             "fresh_median_s": statistics.median(ages),
             "fresh_p99_s": ages[int(len(ages) * 0.99) - 1],
             "hub_cpu": hub_cpu,
+            "halted": sum(1 for row in final if row["state"] == "halted"),
+            "not_running": sum(1 for row in final if row["process_state"] != "RUNNING"),
             "rss_median_mb": statistics.median(rss),
             "rss_max_mb": max(rss),
         }
@@ -206,11 +208,11 @@ def _mark(ok: bool) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description="the hub under 50, then 100 instances")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
-    results = [measure(n) for n in parser.parse_args().sizes]
     print()
     print("arbhub hub bench (hub, simulator and every worker on this machine)")
-    print(f"  python {sys.version.split()[0]}, {os.cpu_count()} cores")
-    for r in results:
+    print(f"  python {sys.version.split()[0]}, {os.cpu_count()} cores", flush=True)
+    for n in parser.parse_args().sizes:
+        r = measure(n)
         api, page, floor = r["api"], r["page"], r["floor"]
         print()
         print(f"{r['n']} instances (all RUNNING {r['started_s']:.0f} s after `hub serve --all`)")
@@ -239,6 +241,10 @@ def main() -> None:
         print(
             f"  worker RSS: median {r['rss_median_mb']:.0f} MB, max {r['rss_max_mb']:.0f} MB "
             f"{_mark(r['rss_max_mb'] <= TARGET_RSS_MB)} (≤ {TARGET_RSS_MB:.0f} MB)"
+        )
+        print(
+            f"  at the end: {r['not_running']} rows not RUNNING, {r['halted']} halted",
+            flush=True,
         )
 
 
