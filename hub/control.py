@@ -72,7 +72,7 @@ async def serve_control(hub: Hub, url: str, shutdown: Callable[[], None]) -> asy
             writer.write(json.dumps(answer).encode() + b"\n")
             await writer.drain()
         except (OSError, TimeoutError):
-            pass  # the CLI went away
+            return  # the CLI went away (closed in finally)
         finally:
             writer.close()
 

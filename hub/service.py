@@ -283,7 +283,7 @@ class Hub:
                 if isinstance(message, ipc.Status):
                     row.reported(message, time.monotonic())
         except (ipc.ProtocolError, OSError, TimeoutError):
-            pass  # a confused or vanished peer: drop it; a worker reconnects by itself
+            return  # a confused or vanished peer: dropped (finally); a worker reconnects
         finally:
             if row is not None:
                 row.disconnected(send)
