@@ -43,6 +43,7 @@ from tests.hub_harness import (
     write_config,
     write_token_file,
 )
+from worker import ipc
 from worker.config_loader import SIM_CREDENTIALS, load_config
 
 IDS = [row["id"] for row in ROWS]
@@ -867,3 +868,37 @@ def test_a_fleet_starts_a_few_workers_at_a_time(tmp_path: Path) -> None:
         time.sleep(0.02)
     assert len(spawned) == len(ROWS)  # each row got its turn
     assert all(row.exit_code == 2 for row in hub.rows.values())
+
+
+def _raw_unix(path: Path, data: bytes) -> bytes:
+    """Send bytes to a Unix socket and read until the peer closes it."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(15)
+        sock.connect(str(path))
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_garbage_on_the_hubs_sockets_is_refused_and_changes_nothing(fleet: Fleet) -> None:
+    """Bad input on the control socket gets an error answer; a peer on the IPC socket that
+    is not a worker (garbage, a huge frame, a Hello for no row) is dropped. The hub and its
+    rows carry on."""
+    hub = fleet.hub
+    before = pids_of(hub)
+    control, ipc_socket = hub.run_dir / "control.sock", hub.run_dir / "ipc.sock"
+    for request in (b"not json\n", b"[1, 2]\n", b'{"op": "start", "ids": "btc"}\n'):
+        answer = json.loads(_raw_unix(control, request))
+        assert answer["ok"] is False and answer["error"], (request, answer)
+    assert json.loads(_raw_unix(control, b'{"op": "explode"}\n'))["ok"] is False
+    unknown = json.loads(_raw_unix(control, b'{"op": "stop", "ids": ["nope"]}\n'))
+    assert unknown == {"ok": False, "error": "no such instance: nope"}
+    hello = ipc.encode(ipc.Hello(instance="nope", pid=os.getpid(), mode="SIM", version="x"))
+    for frame in (b"\x00\x00\x00\x05garbage", b"\xff\xff\xff\xff", hello):
+        assert _raw_unix(ipc_socket, frame) == b""  # dropped without a word
+    assert pids_of(hub) == before
+    assert all(row["process_state"] == "RUNNING" for row in hub.rows().values())
+    assert hub.http.get("/readyz").status_code == 200
