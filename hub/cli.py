@@ -215,7 +215,8 @@ def _start(fleet: FleetConfig, config: Path, ids: list[str]) -> int:
         run.create()
         argv = [sys.executable, "-m", "hub.cli", "--config", str(config), "serve"]
         with open(run.hub_log, "ab") as log:
-            subprocess.Popen(
+            written = log.tell()
+            hub = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -229,6 +230,12 @@ def _start(fleet: FleetConfig, config: Path, ids: list[str]) -> int:
                 ask(control, {"op": "status"}, timeout_s=5)
                 break
             except ControlError:
+                if hub.poll() is not None:  # it gave up (port in use, another hub …): say why
+                    with open(run.hub_log, "rb") as log:
+                        log.seek(written)
+                        sys.stderr.write(log.read().decode("utf-8", "replace"))
+                    print(f"error: the hub exited with code {hub.returncode}", file=sys.stderr)
+                    return EXIT_FAILURE
                 if time.monotonic() > deadline:
                     print(f"error: the hub did not start; see {run.hub_log}", file=sys.stderr)
                     return EXIT_FAILURE

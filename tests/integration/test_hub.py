@@ -841,8 +841,19 @@ def test_a_hub_that_cannot_listen_starts_nothing(tmp_path: Path) -> None:
             timeout=60,
             check=False,
         )
+        # `hub start` says why its detached hub gave up, instead of waiting out its timeout
+        started = subprocess.run(
+            [str(BIN / "hub"), "--config", str(config), "start"],
+            capture_output=True,
+            text=True,
+            timeout=30,  # HUB_START_TIMEOUT_S is 60
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert f"cannot listen on http://127.0.0.1:{port}/arb" in done.stderr
+    assert started.returncode == 1, (started.stdout, started.stderr)
+    assert "cannot listen" in started.stderr and "exited with code 1" in started.stderr
     assert not (tmp_path / "run" / "sim.pid").exists()
     assert workers_of(config) == {}
 
@@ -902,3 +913,34 @@ def test_garbage_on_the_hubs_sockets_is_refused_and_changes_nothing(fleet: Fleet
     assert pids_of(hub) == before
     assert all(row["process_state"] == "RUNNING" for row in hub.rows().values())
     assert hub.http.get("/readyz").status_code == 200
+
+
+def test_a_killed_simulator_comes_back_on_its_port_and_the_rows_recover(
+    make_hub: Callable[..., RunningHub],
+) -> None:
+    """The simulator dies under the fleet: the hub restarts it on the same port (the
+    workers' endpoints stay right, its state file keeps the accounts) and the rows report
+    fresh books again without being restarted."""
+    hub = make_hub([ROWS[0]])
+    before = wait_running(hub)["btc"]
+    record = hub.pid_record("sim")
+    assert record is not None
+
+    def reconnected() -> int:
+        return sum(1 for e in log_events(hub, "btc") if e["event"] == "stream_up")
+
+    streams = reconnected()
+    os.kill(int(record["pid"]), signal.SIGKILL)
+    hub.until(
+        lambda: (r := hub.pid_record("sim")) is not None and r["pid"] != record["pid"],
+        "a new simulator",
+    )
+    again = hub.pid_record("sim")
+    assert again is not None and again["url"] == record["url"]
+    hub.until(
+        lambda: reconnected() >= streams + 3 and fleet_running(hub),  # spot, perp, private
+        "the worker's streams back on the new simulator, with fresh books",
+    )
+    after = hub.row("btc")
+    assert after["pid"] == before["pid"] and after["restarts"] == 0, after
+    assert after["state"] != "halted", after
