@@ -17,7 +17,6 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +45,17 @@ class HubRunningError(RuntimeError):
     """Another hub process already serves this ``run_dir``."""
 
 
-def _iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
+def _iso(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
 
 
-def _str(value: Decimal | None) -> str | None:
-    """Exact and plain (``0``, ``0.0000003994``): never ``0E-8`` or ``3.994E-7``."""
-    return None if value is None else fmt(value)
+# what only a worker's status can tell (null until it reports); decimals are written exact and
+# plain by ``fmt`` (``0``, ``0.0000003994``), never ``0E-8``
+_REPORTED = (
+    "state", "basis_bps", "book_age_ms", "spot_position", "perp_position", "unhedged_qty",
+    "unhedged_age_ms", "working_orders", "orders", "fills", "realized_pnl", "unrealized_pnl",
+    "fees", "funding", "risk_reason", "blocked", "updated_at",
+)  # fmt: skip
 
 
 class Hub:
@@ -293,42 +294,52 @@ class Hub:
 
     def view(self, row: Row, now: float) -> dict[str, Any]:
         """One row as ``/api/instances`` and ``hub status --json`` show it (§8)."""
-        s = row.status
         cfg = row.cfg
-        return {
+        view: dict[str, Any] = {
             "id": row.id,
             "spot_symbol": cfg.spot_symbol,
             "perp_symbol": cfg.future_symbol,
-            "mode": s.mode if s is not None else cfg.mode.value,
+            "mode": cfg.mode.value,
             "process_state": row.state.value,
-            "state": s.state if s is not None else None,
             "stale": row.stale(now),
             "pid": row.proc.pid if row.proc is not None else None,
             "uptime_s": round(time.time() - row.started_wall, 1) if row.alive else None,
             "restarts": row.restarts,
             "exit_code": row.exit_code,
-            "basis_bps": float(s.basis_bps) if s is not None and s.basis_bps is not None else None,
-            "book_age_ms": s.book_age_ms if s is not None else None,
-            "spot_position": _str(s.spot_position) if s is not None else None,
-            "perp_position": _str(s.perp_position) if s is not None else None,
-            "unhedged_qty": _str(s.unhedged_qty) if s is not None else None,
-            "unhedged_age_ms": s.unhedged_age_ms if s is not None else None,
-            "working_orders": s.working_orders if s is not None else None,
-            "orders": s.orders if s is not None else None,
-            "fills": s.fills if s is not None else None,
-            "realized_pnl": _str(s.realized_pnl) if s is not None else None,
-            "unrealized_pnl": _str(s.unrealized_pnl) if s is not None else None,
-            "fees": _str(s.fees) if s is not None else None,
-            "funding": _str(s.funding) if s is not None else None,
-            "risk_blocked": bool(s.risk_blocked) if s is not None else False,
-            "risk_reason": s.risk_blocked if s is not None else None,
-            "blocked": s.blocked if s is not None else None,
-            "syncing": s.syncing if s is not None else False,
-            "error": row.error or (s.error if s is not None else None),
             "cpu_percent": row.cpu_percent,
             "rss_bytes": row.rss_bytes,
-            "updated_at": _iso(s.updated_ms) if s is not None else None,
+            **dict.fromkeys(_REPORTED),
+            "risk_blocked": False,
+            "syncing": False,
+            "error": row.error,
         }
+        s = row.status
+        if s is None:
+            return view  # nothing reported yet: the worker's side is unknown
+        view.update(
+            mode=s.mode,
+            state=s.state,
+            basis_bps=float(s.basis_bps) if s.basis_bps is not None else None,
+            book_age_ms=s.book_age_ms,
+            spot_position=fmt(s.spot_position),
+            perp_position=fmt(s.perp_position),
+            unhedged_qty=fmt(s.unhedged_qty),
+            unhedged_age_ms=s.unhedged_age_ms,
+            working_orders=s.working_orders,
+            orders=s.orders,
+            fills=s.fills,
+            realized_pnl=fmt(s.realized_pnl),
+            unrealized_pnl=fmt(s.unrealized_pnl),
+            fees=fmt(s.fees),
+            funding=fmt(s.funding),
+            risk_blocked=s.risk_blocked is not None,
+            risk_reason=s.risk_blocked,
+            blocked=s.blocked,
+            syncing=s.syncing,
+            error=row.error or s.error,
+            updated_at=_iso(s.updated_ms),
+        )
+        return view
 
     def views(self) -> list[dict[str, Any]]:
         now = time.monotonic()
