@@ -70,35 +70,35 @@ def _recent(path: Path, query: str) -> list[dict[str, Any]]:
         return []
 
 
+# name → (help, the value from a row's view; None leaves the row out)
+_GAUGES: dict[str, tuple[str, Callable[[dict[str, Any]], object]]] = {
+    "arbhub_instance_running": (
+        "1 when the worker process is RUNNING",
+        lambda v: int(v["process_state"] == "RUNNING"),
+    ),
+    "arbhub_instance_halted": (
+        "1 when the instance is halted",
+        lambda v: int(v["state"] == "halted"),
+    ),
+    "arbhub_instance_stale": (
+        "1 when a running worker stopped reporting",
+        lambda v: int(v["stale"]),
+    ),
+    "arbhub_instance_restarts": ("worker restarts since the hub started", lambda v: v["restarts"]),
+    "arbhub_instance_basis_bps": ("basis in bps", lambda v: v["basis_bps"]),
+    "arbhub_instance_fills": ("fills since the state was created", lambda v: v["fills"]),
+    "arbhub_instance_realized_pnl": ("realised PnL in quote units", lambda v: v["realized_pnl"]),
+    "arbhub_instance_rss_bytes": ("worker resident memory", lambda v: v["rss_bytes"]),
+}
+
+
 def _metrics(hub: Hub) -> str:
-    lines = [
-        "# HELP arbhub_up 1 while the hub serves.",
-        "# TYPE arbhub_up gauge",
-        "arbhub_up 1",
-    ]
-    gauges = {
-        "arbhub_instance_running": ("1 when the worker process is RUNNING", None),
-        "arbhub_instance_halted": ("1 when the instance is halted", None),
-        "arbhub_instance_stale": ("1 when a running worker stopped reporting", None),
-        "arbhub_instance_restarts": ("worker restarts since the hub started", "restarts"),
-        "arbhub_instance_basis_bps": ("basis in bps", "basis_bps"),
-        "arbhub_instance_fills": ("fills since the state was created", "fills"),
-        "arbhub_instance_realized_pnl": ("realised PnL in quote units", "realized_pnl"),
-        "arbhub_instance_rss_bytes": ("worker resident memory", "rss_bytes"),
-    }
+    lines = ["# HELP arbhub_up 1 while the hub serves.", "# TYPE arbhub_up gauge", "arbhub_up 1"]
     views = hub.views()
-    for name, (help_text, key) in gauges.items():
+    for name, (help_text, value_of) in _GAUGES.items():
         lines += [f"# HELP {name} {help_text}.", f"# TYPE {name} gauge"]
         for v in views:
-            if name == "arbhub_instance_running":
-                value: Any = int(v["process_state"] == "RUNNING")
-            elif name == "arbhub_instance_halted":
-                value = int(v["state"] == "halted")
-            elif name == "arbhub_instance_stale":
-                value = int(v["stale"])
-            else:
-                value = v[key] if key is not None else None
-            if value is not None:
+            if (value := value_of(v)) is not None:
                 lines.append(f'{name}{{instance="{v["id"]}"}} {value}')
     lines += [
         "# HELP arbhub_account_mismatch 1 when the rows' perp claims differ from the exchange.",
