@@ -408,6 +408,8 @@ class Feeder:
                     self.perp_ready.set()
         except (asyncio.IncompleteReadError, ConnectionError):
             return
+        except asyncio.CancelledError:  # the bench is over: asyncio.run cancels the handlers
+            return
 
     async def _keep_fresh(self, writer: asyncio.StreamWriter, bid: str) -> None:
         while not writer.is_closing():  # Bybit resends orderbook.1 every 3 s

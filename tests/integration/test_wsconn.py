@@ -565,6 +565,65 @@ async def test_a_server_hanging_up_during_the_handshake() -> None:
 
 
 @aio
+async def test_an_extension_the_client_did_not_ask_for_is_refused() -> None:
+    async def script(peer: Peer) -> None:
+        await peer.read_request()
+        key = peer.header("Sec-WebSocket-Key")
+        accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+        peer.send(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Extensions: permessage-deflate\r\n"
+            b"Sec-WebSocket-Accept: " + accept.encode() + b"\r\n\r\n"
+        )
+        assert await peer.ended(), "the client kept the connection"
+
+    async with raw_server(script) as server:
+        with pytest.raises(WsClosedError, match="handshake refused: an extension"):
+            await opened(server.url)
+        await server.check()
+
+
+@pytest.mark.parametrize("split", ["one write", "byte by byte"])
+@aio
+async def test_frames_in_the_same_write_as_the_handshake_reply_are_delivered(split: str) -> None:
+    """The reply and the first messages may share a TCP segment, or trickle in byte by byte:
+    either way the handshake completes first and every message arrives once, in order."""
+
+    async def script(peer: Peer) -> None:
+        await peer.read_request()
+        key = peer.header("Sec-WebSocket-Key")
+        accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+        stream = (
+            (
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept.encode() + b"\r\n\r\n"
+            )
+            + b"".join(frame(TEXT, b"m%d" % i) for i in range(3))
+            + frame(TEXT, b"y" * 300)
+        )
+        if split == "one write":
+            peer.send(stream)
+        else:
+            for byte in stream:
+                peer.send(bytes([byte]))
+                await peer.writer.drain()
+                await asyncio.sleep(0)
+        await peer.serve()
+
+    inbox = Inbox()
+    async with raw_server(script) as server:
+        conn = await opened(server.url, inbox)
+        try:
+            await until(lambda: len(inbox.messages) == 4, "four messages")
+            assert inbox.messages == [b"m0", b"m1", b"m2", b"y" * 300]
+        finally:
+            await conn.close()
+        await server.check()
+    assert server.peers[0].header("Sec-WebSocket-Version") == "13"
+    assert server.peers[0].header("Host") == f"127.0.0.1:{server.port}"
+
+
+@aio
 async def test_a_garbage_handshake_reply_is_reported_as_such() -> None:
     async def script(peer: Peer) -> None:
         await peer.read_request()
@@ -586,6 +645,11 @@ VIOLATIONS = {
     "masked server frame": frame(TEXT, b"hi", mask=b"\x01\x02\x03\x04"),
     "fragmented ping": frame(PING, b"p", fin=False),
     "unknown opcode": frame(0x3, b"?"),
+    "unknown control opcode": frame(0xB, b"?"),
+    "control frame over 125 bytes": frame(PING, b"p" * 126),
+    "one-byte close payload": frame(CLOSE, b"\x03"),
+    "close reason not UTF-8": frame(CLOSE, close_payload(1000) + b"\xff\xfe"),
+    "new message inside a fragmented one": frame(TEXT, b"a", fin=False) + frame(TEXT, b"b"),
 }
 
 
