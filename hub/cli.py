@@ -43,6 +43,15 @@ _SETTLED = frozenset({"STOPPED", "EXITED", "FATAL"})
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The web port, with TCP_NODELAY, which every accepted connection inherits: uvicorn
+    writes a response's head and body separately, and with Nagle's algorithm the body waited
+    for the client's delayed ACK, 40 ms on every request (docs/operations.md, Capacity)."""
+    listening = socket.create_server((host, port))
+    listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return listening
+
+
 class _Quiet(uvicorn.Server):
     """uvicorn without its own signal handling: the hub stops the fleet first."""
 
@@ -157,7 +166,7 @@ async def _serve_async(
     hub = Hub(fleet, config_path=config)
     app = create_app(hub, token=token, enable_docs=fleet.hub.enable_docs)
     try:  # the port first: a hub that cannot serve must not have started anything
-        listening = socket.create_server((fleet.hub.host, fleet.hub.port))
+        listening = listen(fleet.hub.host, fleet.hub.port)
     except OSError as exc:
         print(f"error: cannot listen on {_url(fleet)}: {exc.strerror}", file=sys.stderr)
         return EXIT_FAILURE

@@ -78,7 +78,7 @@ class WsConnection(asyncio.Protocol):
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise ValueError(f"not a WebSocket URL: {url!r}")
         default_port = 443 if parts.scheme == "wss" else 80
-        host = parts.hostname
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # IPv6
         self.host_header = host if parts.port in (None, default_port) else f"{host}:{parts.port}"
         self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self.on_message = on_message
