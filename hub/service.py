@@ -58,6 +58,33 @@ _REPORTED = (
 )  # fmt: skip
 
 
+def worker_side(s: ipc.Status) -> dict[str, Any]:
+    """A status as its fields of the view: converted once when it arrives, not on every read
+    of the API, the page, the metrics and the CLI."""
+    return {
+        "mode": s.mode,
+        "state": s.state,
+        "basis_bps": float(s.basis_bps) if s.basis_bps is not None else None,
+        "book_age_ms": s.book_age_ms,
+        "spot_position": fmt(s.spot_position),
+        "perp_position": fmt(s.perp_position),
+        "unhedged_qty": fmt(s.unhedged_qty),
+        "unhedged_age_ms": s.unhedged_age_ms,
+        "working_orders": s.working_orders,
+        "orders": s.orders,
+        "fills": s.fills,
+        "realized_pnl": fmt(s.realized_pnl),
+        "unrealized_pnl": fmt(s.unrealized_pnl),
+        "fees": fmt(s.fees),
+        "funding": fmt(s.funding),
+        "risk_blocked": s.risk_blocked is not None,
+        "risk_reason": s.risk_blocked,
+        "blocked": s.blocked,
+        "syncing": s.syncing,
+        "updated_at": _iso(s.updated_ms),
+    }
+
+
 class Hub:
     def __init__(
         self, fleet: FleetConfig, *, config_path: Path, starts_at_once: int = STARTS_AT_ONCE
@@ -282,7 +309,7 @@ class Hub:
             while (frame := await ipc.read_frame(reader)) is not None:
                 message = ipc.decode_up(frame)
                 if isinstance(message, ipc.Status):
-                    row.reported(message, time.monotonic())
+                    row.reported(message, time.monotonic(), worker_side(message))
         except (ipc.ProtocolError, OSError, TimeoutError):
             return  # a confused or vanished peer: dropped (finally); a worker reconnects
         finally:
@@ -316,29 +343,8 @@ class Hub:
         s = row.status
         if s is None:
             return view  # nothing reported yet: the worker's side is unknown
-        view.update(
-            mode=s.mode,
-            state=s.state,
-            basis_bps=float(s.basis_bps) if s.basis_bps is not None else None,
-            book_age_ms=s.book_age_ms,
-            spot_position=fmt(s.spot_position),
-            perp_position=fmt(s.perp_position),
-            unhedged_qty=fmt(s.unhedged_qty),
-            unhedged_age_ms=s.unhedged_age_ms,
-            working_orders=s.working_orders,
-            orders=s.orders,
-            fills=s.fills,
-            realized_pnl=fmt(s.realized_pnl),
-            unrealized_pnl=fmt(s.unrealized_pnl),
-            fees=fmt(s.fees),
-            funding=fmt(s.funding),
-            risk_blocked=s.risk_blocked is not None,
-            risk_reason=s.risk_blocked,
-            blocked=s.blocked,
-            syncing=s.syncing,
-            error=row.error or s.error,
-            updated_at=_iso(s.updated_ms),
-        )
+        view.update(row.shown)
+        view["error"] = row.error or s.error
         return view
 
     def views(self) -> list[dict[str, Any]]:

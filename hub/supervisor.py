@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from hub.procs import Proc
 from worker import ipc
@@ -77,14 +78,16 @@ class Row:
     term_sent: bool = False
     hello: ipc.Hello | None = None
     status: ipc.Status | None = None
+    shown: dict[str, Any] = field(default_factory=dict)  # the status as the views show it
     status_at: float = 0.0
     link: Callable[[ipc.Down], bool] | None = None  # sends a command while connected
     cpu_percent: float | None = None
     rss_bytes: int | None = None
     basis: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=BASIS_POINTS))
 
-    def reported(self, status: ipc.Status, now: float) -> None:
+    def reported(self, status: ipc.Status, now: float, shown: dict[str, Any]) -> None:
         self.status = status
+        self.shown = shown
         self.status_at = now
         if status.basis_bps is not None:
             self.basis.append((status.updated_ms, float(status.basis_bps)))
