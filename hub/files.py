@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 import psutil
 
-__all__ = ["PidRecord", "RunDir", "rotate_log", "tail_lines"]
+__all__ = ["PidRecord", "RunDir", "log_too_big", "rotate_log", "tail_lines"]
 
 LOG_MAX_BYTES = 10 << 20  # a worker's log is rotated (copy, then truncate) beyond this size
 LOG_KEEP = 3  # <id>.log.1 … <id>.log.3
@@ -118,13 +118,17 @@ def _replace(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def log_too_big(path: Path, max_bytes: int = LOG_MAX_BYTES) -> bool:
+    try:
+        return path.stat().st_size > max_bytes
+    except FileNotFoundError:
+        return False
+
+
 def rotate_log(path: Path, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_KEEP) -> bool:
     """Copy-then-truncate rotation of a log a running process writes with ``O_APPEND``: the
     writer keeps its descriptor and goes on at the new end. Returns whether it rotated."""
-    try:
-        if path.stat().st_size <= max_bytes:
-            return False
-    except FileNotFoundError:
+    if not log_too_big(path, max_bytes):
         return False
     for n in range(keep - 1, 0, -1):
         older = path.with_name(f"{path.name}.{n}")
