@@ -72,12 +72,28 @@ def test_an_unknown_symbol_is_a_configuration_error(demo: Sim) -> None:
     assert caught.value.exit_code == 2
 
 
-def test_an_unreachable_venue_is_a_retryable_failure(tmp_path: Path) -> None:
+def test_an_unreachable_venue_is_a_retryable_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with running_sim(tmp_path / "state") as gone:
         url = gone.url  # nothing listens there once it has stopped
+    monkeypatch.setattr(setup, "UNANSWERED_TRIES", 1)  # one retry after 0.5 s, not 7.5 s
     with pytest.raises(SetupError) as caught:
         _prepare(url, load_config(CONFIG).instance("btc"))
     assert caught.value.exit_code == 1
+    assert "server time" in str(caught.value)
+
+
+def test_unanswered_setup_requests_are_asked_again(demo: Sim) -> None:
+    """On a host busy starting a fleet, a venue query may time out or meet a 5xx: the worker
+    asks again (every setup request is a query or an idempotent setting) instead of exiting
+    and being restarted, which costs the busy host a whole new start-up."""
+    instance = load_config(CONFIG).instance("btc")
+    demo.fault("http_503", count=3)
+    try:
+        assert _prepare(demo.url, instance).spot.symbol == "BTCUSDT"
+    finally:
+        demo.fault("clear")
 
 
 def test_rate_limit_refusals_at_start_are_waited_out_never_a_configuration_error(

@@ -29,7 +29,7 @@ from worker.core.instruments import FeeRates, InstrumentRules
 from worker.core.venue_check import check_instance_against_venue
 from worker.venues.bybit.errors import RATE_LIMIT
 from worker.venues.bybit.parse import BybitError, parse_fee_rates, parse_instruments, positions
-from worker.venues.bybit.rest import BybitRest, Done, Outcome, Refused
+from worker.venues.bybit.rest import BybitRest, Done, Outcome, Refused, Unknown
 from worker.venues.bybit.schemas import ListResult
 from worker.venues.types import VenueSetup
 
@@ -43,6 +43,10 @@ BASE_TIER_FEES = {
 }
 _UNIFIED = frozenset({3, 4, 5, 6})  # unifiedMarginStatus of unified trading accounts
 RATE_LIMIT_TRIES = 12
+# a request with no answer (timeout, 5xx) is asked again after 0.5, 1, 2, 4 s (jittered):
+# every setup request is a query or an idempotent setting, and on a host busy starting a
+# fleet the venue (or the simulator) may answer late
+UNANSWERED_TRIES = 4
 INFO, FEES, TICKERS = "/v5/market/instruments-info", "/v5/account/fee-rate", "/v5/market/tickers"
 
 
@@ -90,15 +94,21 @@ async def _pause(outcome: Outcome) -> None:
 
 
 async def _retried(call: Callable[[], Awaitable[Outcome]]) -> Outcome:
-    """The venue's answer, asked again while it is a rate-limit refusal: a fleet starting at
-    once shares one account's limits, which is a wait, never a configuration error."""
+    """The venue's answer, asked again while it is a rate-limit refusal (a fleet starting at
+    once shares one account's limits: a wait, never a configuration error) or no answer at
+    all (see ``UNANSWERED_TRIES``). What persists is returned: a retryable failure (exit 1)."""
     outcome = await call()
-    for _ in range(RATE_LIMIT_TRIES):
-        if not _rate_limited(outcome):
-            break
-        await _pause(outcome)
+    limited = unanswered = 0
+    while True:
+        if _rate_limited(outcome) and limited < RATE_LIMIT_TRIES:
+            limited += 1
+            await _pause(outcome)
+        elif isinstance(outcome, Unknown) and unanswered < UNANSWERED_TRIES:
+            await asyncio.sleep(0.5 * 2**unanswered * random.uniform(0.75, 1.25))
+            unanswered += 1
+        else:
+            return outcome
         outcome = await call()
-    return outcome
 
 
 async def _ask(call: Callable[[], Awaitable[Outcome]], what: str) -> Done:
@@ -130,13 +140,14 @@ async def _prepare(
     private: bool,
     trading: bool,
 ) -> VenueSetup:
-    for _ in range(RATE_LIMIT_TRIES):  # the skew is measured around the answer that counts
-        sent = clock_ms()
-        outcome = await rest.get("/v5/market/time", {}, auth=False)
-        if not _rate_limited(outcome):
-            break
-        await _pause(outcome)
-    server = _done(outcome, "server time")
+    sent = 0
+
+    async def server_time() -> Outcome:
+        nonlocal sent
+        sent = clock_ms()  # the skew is measured around the answer that counts
+        return await rest.get("/v5/market/time", {}, auth=False)
+
+    server = await _ask(server_time, "server time")
     local = (sent + clock_ms()) // 2
     skew = int(msgspec.json.decode(server.result, type=_Time).time_nano) // 1_000_000 - local
     if abs(skew) * 2 > rest.recv_window_ms:
