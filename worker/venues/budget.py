@@ -6,7 +6,8 @@ small file (``<dir>/<key digest>.budget``), mapped into every process that uses 
 changed only under an exclusive ``flock``, so any number of processes see one bucket.
 Requests that reduce risk (cancels, hedges, unwinds) may spend every token; requests that add
 risk (entries and their amends) leave ``reserve`` tokens for them, so under a shortage hedges
-and cancels still go out first. The descriptor and the mapping live as long as the process.
+and cancels still go out first. The descriptor and the mapping live as long as the process,
+so a budget file deleted under running workers splits the bucket until they restart.
 """
 
 from __future__ import annotations
