@@ -25,9 +25,14 @@ def format_link_id(instance_id: str, epoch: int, seq: int) -> str:
     return link_id
 
 
+def link_prefix(instance_id: str) -> str:
+    """How every ``orderLinkId`` of the instance begins, in any epoch."""
+    return instance_id + "-"
+
+
 def owns(instance_id: str, link_id: str) -> bool:
     """True for every order this instance can have sent, in any epoch."""
-    return link_id.startswith(instance_id + "-")
+    return link_id.startswith(link_prefix(instance_id))
 
 
 def issued_before(ids: IdState, instance_id: str, link_id: str) -> bool:

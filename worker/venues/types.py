@@ -65,8 +65,9 @@ class Listener(Protocol):
         """An order-book message of either depth (1 or 50)."""
 
     def on_events(self, events: list[Event]) -> None:
-        """Order updates, executions, funding and balances from the private stream, unfiltered:
-        the runtime keeps its own orders and coins."""
+        """Order updates, executions, funding and balances from the private stream. Messages
+        naming none of the instance's orders are dropped unread by the venue; the runtime
+        still keeps only its own orders and coins."""
 
     def on_position(self, position: PositionState) -> None:
         """The instance's perp position changed at the venue."""

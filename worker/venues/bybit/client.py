@@ -19,6 +19,7 @@ from worker.config_loader import ApiCredentials
 from worker.core.commands import AmendOrder, CancelOrder, PlaceOrder, QueryOrder
 from worker.core.config import Endpoints, InstanceConfig
 from worker.core.events import Event, Execution, FundingPayment, OrderUpdate, WalletBalance
+from worker.core.ids import link_prefix
 from worker.core.model import Leg, Purpose
 from worker.venues.budget import AccountBudget
 from worker.venues.bybit import parse
@@ -153,8 +154,16 @@ class BybitVenue:
 
     def _private_handler(self, listener: Listener) -> Callable[[bytes], None]:
         perp = self.symbols[Leg.PERP]
+        # One account's private stream carries every instance's orders, executions and
+        # positions. A message that names none of this instance's order ids, not its perp
+        # (positions, funding) and is not a wallet update cannot concern it, and is dropped
+        # before it is parsed: 100 rows on one key spent most of their CPU parsing the
+        # others' messages. (A false match only costs the parse; the runtime filters again.)
+        marks = (f'"{link_prefix(self.cfg.id)}'.encode(), f'"{perp}"'.encode(), b'"wallet"')
 
         def on_message(raw: bytes) -> None:
+            if not any(mark in raw for mark in marks):
+                return
             try:
                 message = parse.parse_private(raw)
                 topic = message.topic
