@@ -43,9 +43,9 @@ BASE_TIER_FEES = {
 }
 _UNIFIED = frozenset({3, 4, 5, 6})  # unifiedMarginStatus of unified trading accounts
 RATE_LIMIT_TRIES = 12
-# a request with no answer (timeout, 5xx) is asked again after 0.5, 1, 2, 4 s (jittered):
-# every setup request is a query or an idempotent setting, and on a host busy starting a
-# fleet the venue (or the simulator) may answer late
+# a request with no answer (timeout, 5xx; see _unanswered) is asked again after 0.5, 1, 2
+# and 4 s (jittered): every setup request is a query or an idempotent setting, and on a host
+# busy starting a fleet the venue (or the simulator) may answer late
 UNANSWERED_TRIES = 4
 INFO, FEES, TICKERS = "/v5/market/instruments-info", "/v5/account/fee-rate", "/v5/market/tickers"
 
@@ -86,6 +86,12 @@ def _rate_limited(outcome: Outcome) -> bool:
     return isinstance(outcome, Refused) and outcome.code == RATE_LIMIT
 
 
+def _unanswered(outcome: Outcome) -> bool:
+    """No answer at all (timeout, 5xx, not an envelope). A venue that answered with a code
+    this client does not classify (110043 "leverage not modified", say) has answered."""
+    return isinstance(outcome, Unknown) and outcome.code is None
+
+
 async def _pause(outcome: Outcome) -> None:
     """Until the venue's rate-limit reset (0.2–5 s), with jitter so a fleet spreads out."""
     limit = outcome.rate_limit
@@ -103,7 +109,7 @@ async def _retried(call: Callable[[], Awaitable[Outcome]]) -> Outcome:
         if _rate_limited(outcome) and limited < RATE_LIMIT_TRIES:
             limited += 1
             await _pause(outcome)
-        elif isinstance(outcome, Unknown) and unanswered < UNANSWERED_TRIES:
+        elif _unanswered(outcome) and unanswered < UNANSWERED_TRIES:
             await asyncio.sleep(0.5 * 2**unanswered * random.uniform(0.75, 1.25))
             unanswered += 1
         else:
