@@ -144,6 +144,16 @@ class Peer:
     def close(self) -> None:
         self.writer.close()
 
+    async def send_split(self, data: bytes, split: str) -> None:
+        """``data`` in one write, or ("byte by byte") one byte per write and loop turn."""
+        if split == "one write":
+            self.send(data)
+            return
+        for byte in data:
+            self.send(bytes([byte]))
+            await self.writer.drain()
+            await asyncio.sleep(0)
+
     async def read_request(self) -> list[str]:
         head = await self.reader.readuntil(b"\r\n\r\n")
         self.request = head.decode("latin-1").rstrip("\r\n").split("\r\n")
@@ -346,13 +356,7 @@ async def test_a_fragmented_message_arrives_whole_once_then_the_next_one(split: 
 
     async def script(peer: Peer) -> None:
         await peer.handshake()
-        if split == "one write":
-            peer.send(stream)
-        else:
-            for byte in stream:
-                peer.send(bytes([byte]))
-                await peer.writer.drain()
-                await asyncio.sleep(0)
+        await peer.send_split(stream, split)
         await peer.serve()
 
     inbox = Inbox()
@@ -601,13 +605,7 @@ async def test_frames_in_the_same_write_as_the_handshake_reply_are_delivered(spl
             + b"".join(frame(TEXT, b"m%d" % i) for i in range(3))
             + frame(TEXT, b"y" * 300)
         )
-        if split == "one write":
-            peer.send(stream)
-        else:
-            for byte in stream:
-                peer.send(bytes([byte]))
-                await peer.writer.drain()
-                await asyncio.sleep(0)
+        await peer.send_split(stream, split)
         await peer.serve()
 
     inbox = Inbox()
