@@ -34,9 +34,8 @@ import psutil
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import (
-    NoSuchElementException,
-    StaleElementReferenceException,
     TimeoutException,
+    WebDriverException,
 )
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -246,10 +245,35 @@ def same_document(driver: webdriver.Chrome) -> bool:
 # ---------------------------------------------------------------- acting on the page
 
 
+def expect_navigation(driver: webdriver.Chrome) -> Callable[[str], None]:
+    """Mark the current document; the returned function waits until a new, fully loaded one
+    replaced it. (Selenium's ``staleness_of`` asks Chrome about the old node, and mid-navigation
+    Chrome may answer with an inspector error instead of "stale": seen in CI.)"""
+    token = f"before-navigation-{time.monotonic_ns()}"
+    driver.execute_script("window.arbNavigation = arguments[0];", token)
+
+    def navigated(d: webdriver.Chrome) -> bool:
+        try:
+            return bool(
+                d.execute_script(
+                    "return window.arbNavigation !== arguments[0]"
+                    " && document.readyState === 'complete';",
+                    token,
+                )
+            )
+        except WebDriverException:  # the script ran while the old document was going away
+            return False
+
+    def wait(what: str) -> None:
+        WebDriverWait(driver, WAIT_S, poll_frequency=0.1).until(navigated, f"{what}: no navigation")
+
+    return wait
+
+
 def submit(driver: webdriver.Chrome, locate: Callable[[], WebElement], what: str) -> None:
     """Click an enabled button whose form navigates (POST, then the redirect) and wait for the
     new document. The rows are replaced every second, so a handle may go stale: locate again."""
-    document = driver.find_element(By.TAG_NAME, "html")
+    navigated = expect_navigation(driver)
 
     def click(_: webdriver.Chrome) -> bool:
         try:
@@ -258,11 +282,11 @@ def submit(driver: webdriver.Chrome, locate: Callable[[], WebElement], what: str
                 return False
             button.click()
             return True
-        except (StaleElementReferenceException, NoSuchElementException):
+        except WebDriverException:  # stale, gone, or Chrome's "does not belong to the document"
             return False
 
     WebDriverWait(driver, WAIT_S, poll_frequency=0.1).until(click, f"{what}: never enabled")
-    WebDriverWait(driver, WAIT_S).until(ec.staleness_of(document), f"{what}: no navigation")
+    navigated(what)
 
 
 def row_button(driver: webdriver.Chrome, instance: str, name: str) -> Callable[[], WebElement]:
@@ -401,11 +425,11 @@ def test_halted_row_is_shown_first_and_flattened_from_its_page(
     page_screenshot(page, screenshot, "arb-halted")
 
     # The row page, by its link: the error, and the worker's JSON log ending with the halt.
-    document = page.find_element(By.TAG_NAME, "html")
+    navigated = expect_navigation(page)
     WebDriverWait(page, WAIT_S).until(
         lambda d: _click_quietly(d, f"#row-{victim} td:first-child a"), "the id link"
     )
-    WebDriverWait(page, WAIT_S).until(ec.staleness_of(document))
+    navigated("the id link")
     assert page.current_url == f"{hub.url}/arb/{victim}"
     assert page.find_element(By.ID, "state").text == "halted"
     assert page.find_element(By.ID, "process-state").text == "RUNNING"
@@ -434,11 +458,11 @@ def test_halted_row_is_shown_first_and_flattened_from_its_page(
     assert hub.row(victim)["state"] == "halted"
 
     # Accepted: the worker unwinds to flat, with no perp position left anywhere.
-    document = page.find_element(By.TAG_NAME, "html")
+    navigated = expect_navigation(page)
     page.find_element(By.CSS_SELECTOR, 'button[name="flatten"]').click()
     WebDriverWait(page, WAIT_S).until(ec.alert_is_present(), "no confirm() for Flatten")
     page.switch_to.alert.accept()
-    WebDriverWait(page, WAIT_S).until(ec.staleness_of(document))
+    navigated("Flatten")
     assert page.current_url == f"{hub.url}/arb/{victim}"
     hub.until(lambda: hub.row(victim)["state"] == "flat", f"{victim} flat after Flatten", WAIT_S)
     api = hub.row(victim)
@@ -475,7 +499,7 @@ def _click_quietly(driver: webdriver.Chrome, css: str) -> bool:
     try:
         driver.find_element(By.CSS_SELECTOR, css).click()
         return True
-    except (StaleElementReferenceException, NoSuchElementException):
+    except WebDriverException:  # stale, gone, or Chrome's "does not belong to the document"
         return False
 
 
