@@ -84,6 +84,7 @@ class Row:
     cpu_percent: float | None = None
     rss_bytes: int | None = None
     basis: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=BASIS_POINTS))
+    encoded: tuple[tuple[Any, ...], bytes] | None = None  # the view as JSON, and what it showed
 
     def reported(self, status: ipc.Status, now: float, shown: dict[str, Any]) -> None:
         self.status = status

@@ -29,7 +29,7 @@ from fastapi.templating import Jinja2Templates
 
 from hub.files import tail_lines
 from hub.service import Hub
-from hub.supervisor import ProcessState
+from hub.supervisor import ProcessState, Row
 from worker import ipc
 from worker.core.ledger import fmt
 from worker.journal import journal_path
@@ -167,11 +167,11 @@ def create_app(hub: Hub, *, token: str | None = None, enable_docs: bool = False)
         if not _same(given, csrf):
             raise HTTPException(403, "missing or wrong CSRF token")
 
-    def row_or_404(instance: str) -> dict[str, Any]:
+    def row_or_404(instance: str) -> Row:
         row = hub.rows.get(instance)
         if row is None:
             raise HTTPException(404, f"no instance {instance!r}")
-        return hub.view(row, time.monotonic())
+        return row
 
     def done(request: Request, notes: list[str], back: str) -> Response:
         if "application/json" in request.headers.get("accept", ""):
@@ -192,11 +192,12 @@ def create_app(hub: Hub, *, token: str | None = None, enable_docs: bool = False)
 
     @app.get("/api/instances")
     async def instances() -> Response:
-        return _json(hub.views())
+        return Response(hub.views_json(), media_type="application/json")
 
     @app.get("/api/instances/{instance}")
     async def instance(instance: str) -> Response:
-        return _json(row_or_404(instance))
+        view = hub.view_json(row_or_404(instance), time.monotonic())
+        return Response(view, media_type="application/json")
 
     @app.get("/api/account")
     async def account() -> Response:
@@ -224,8 +225,8 @@ def create_app(hub: Hub, *, token: str | None = None, enable_docs: bool = False)
 
     @app.get("/arb/{instance}", response_class=HTMLResponse)
     async def arb_row(request: Request, instance: str) -> Response:
-        view = row_or_404(instance)
-        row = hub.rows[instance]
+        row = row_or_404(instance)
+        view = hub.view(row, time.monotonic())
         chart = basis_chart(list(row.basis))
         files = await asyncio.to_thread(_row_files, Path(row.cfg.state_path), hub.run.log(instance))
         context = {"row": view, "csrf": csrf, "chart": chart, **files}
