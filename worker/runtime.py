@@ -81,6 +81,10 @@ __all__ = ["Difference", "OrderExecutor", "ResyncVenue", "Worker", "venue_differ
 OrderCommand = cmd.PlaceOrder | cmd.AmendOrder | cmd.CancelOrder | cmd.QueryOrder
 _SENDS = (cmd.PlaceOrder, cmd.AmendOrder, cmd.CancelOrder, cmd.QueryOrder)
 _QUIET = (BookTop, Tick)  # events that change nothing worth saving unless they command
+# Shown in the status but not worth a durable snapshot of their own: every start re-reads the
+# balances from the exchange (§4.6), and on an account shared by a fleet every fill of any row
+# moves the quote coin, which made every worker fsync a snapshot for each.
+_UNSAVED = (WalletBalance,)
 _RESYNC_MARGIN_MS = 60_000  # history is read from this long before the last snapshot
 _RETRY_MIN_S, _RETRY_MAX_S = 0.5, 5.0
 _COMPARE_ATTEMPTS = 4  # a resting perp order may fill while the resync reads the position
@@ -224,6 +228,7 @@ class Worker:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0
         self._after_pending = False
+        self._save_pending = False  # a step of this loop turn needs a durable snapshot
         self._sign_pending = False
         self._deferred: list[Callable[[], None]] = []  # logs and journal writes of this turn
         self._reserving = False
@@ -338,7 +343,7 @@ class Worker:
         if commands:
             self._carry_out(commands, now)
         if commands or not isinstance(event, _QUIET):
-            self._after_step()
+            self._after_step(save=bool(commands) or not isinstance(event, _UNSAVED))
         elif isinstance(event, Tick):
             self._arm_timer(now)
 
@@ -398,8 +403,9 @@ class Worker:
             self._record(event)
             self.feed(event)
 
-    def _after_step(self) -> None:
+    def _after_step(self, *, save: bool) -> None:
         """Saving, status and timers for the steps of this loop turn, after the sends."""
+        self._save_pending = self._save_pending or save
         if not self._after_pending:
             self._after_pending = True
             asyncio.get_running_loop().call_soon(self._settle)
@@ -410,7 +416,9 @@ class Worker:
         for record in deferred:
             record()
         now = self.clock_ms()
-        self._dirty.set()
+        if self._save_pending:
+            self._save_pending = False
+            self._dirty.set()
         self.store.finished_orders(self.state)  # re-encoded now, not on the next order's path
         self._publish(now)
         self._arm_timer(now)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from tests.integration.worker_harness import (
     write_config,
 )
 from worker import ipc
+from worker.core import snapshot
 from worker.core.model import Phase
 from worker.store import SnapshotStore
 
@@ -233,3 +235,34 @@ def test_a_stop_while_resyncing_exits_cleanly_without_trading(
         assert not worker.events("resynced") and not worker.events("send")
     sim.fault("clear")
     assert own_orders(sim) == []
+
+
+def _saved_serial(folder: Path) -> int:
+    """The serial of the durable snapshot (not the staged copy of the order path)."""
+    return snapshot.decode_with_serial((folder / "state" / "btc.json").read_bytes())[1]
+
+
+def test_a_wallet_update_alone_is_applied_but_writes_no_snapshot(
+    tmp_path: Path, sim: Sim, market: Market, hub: HubStub
+) -> None:
+    """On an account shared by a fleet, every fill of any row moves the quote coin; a worker
+    applies the balance (it decides entries by it) without an fsync of its own for it."""
+    with running_worker(write_config(tmp_path, sim)) as worker:
+        worker.wait_event("resynced", timeout=30)
+        btc = D(sim.account()["balances"]["BTC"]["walletBalance"])
+        sim.adjust(coin="BTC", delta=str(D("0.001") - btc))
+        market.at("50000", "-15")  # a sell entry of 0.01 BTC, held back by the balance
+        hub.wait_status(lambda s: "available BTC 0.001 <" in (s.blocked or ""))
+        wait_for(lambda: worker.state().blocked != "", message="the block saved")
+        before = _saved_serial(tmp_path)
+        for _ in range(3):  # each a wallet message with USDT only, which a sell does not need
+            sim.adjust(coin="USDT", delta="-1")
+            time.sleep(0.3)  # apart: each would have had a snapshot of its own
+        sim.adjust(coin="BTC", delta="0.001")  # after them on the stream; changes the block
+        hub.wait_status(lambda s: "available BTC 0.002 <" in (s.blocked or ""))
+        wait_for(lambda: _saved_serial(tmp_path) > before, message="the new block saved")
+        time.sleep(0.5)
+        assert _saved_serial(tmp_path) == before + 1  # the block's change, not the balances
+        usdt = D(sim.account()["balances"]["USDT"]["walletBalance"])
+        assert worker.state().balances["USDT"].total == usdt  # all three applied, and saved
+        assert worker.stop() == 0
