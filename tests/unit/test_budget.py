@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,43 @@ def test_risk_adding_requests_leave_the_reserve_to_hedges_and_cancels(tmp_path: 
     assert budget.take(reduces_risk=True) == pytest.approx(0.1)
     clock.now += 0.1
     assert budget.take(reduces_risk=True) == 0.0
+
+
+def test_waiting_risk_adding_requests_each_get_their_own_turn(tmp_path: Path) -> None:
+    """Told the same time, every waiting worker would wake for each token; each gets a turn a
+    token interval after the one before, and a newcomer queues behind them."""
+    clock = Clock()
+    first, second = _budget(tmp_path, clock), _budget(tmp_path, clock)  # two processes
+    assert [first.take(reduces_risk=False) for _ in range(7)] == [0.0] * 7
+    waits = [b.take(reduces_risk=False) for b in (first, second, first)]
+    assert waits == pytest.approx([0.1, 0.2, 0.3])
+    clock.now += 0.1
+    assert second.take(reduces_risk=False) == pytest.approx(0.3)  # new: behind the queue
+    assert first.take(reduces_risk=False, turn=True) == 0.0  # its turn: the token is its
+    clock.now += 0.1
+    assert second.take(reduces_risk=True) == 0.0  # a hedge takes the queued one's token
+    assert second.take(reduces_risk=False, turn=True) == pytest.approx(0.3)  # to the back
+    # hedges never queue: the reserve is theirs
+    assert [first.take(reduces_risk=True) for _ in range(2)] == [0.0] * 2
+
+
+def test_a_queue_end_beyond_the_horizon_is_dropped(tmp_path: Path) -> None:
+    """A wall clock set back an hour must not hold every entry for an hour."""
+    clock = Clock()
+    budget = _budget(tmp_path, clock)
+    assert [budget.take(reduces_risk=False) for _ in range(7)] == [0.0] * 7
+    assert budget.take(reduces_risk=False) == pytest.approx(0.1)
+    clock.now -= 3600
+    assert budget.take(reduces_risk=False) == pytest.approx(0.1)
+
+
+def test_a_budget_file_from_before_the_queue_keeps_its_bucket(tmp_path: Path) -> None:
+    clock = Clock()
+    path = _budget(tmp_path, clock).path
+    path.write_bytes(struct.pack("<dd", 4.0, clock.now))  # 4 tokens, as an older worker left it
+    budget = _budget(tmp_path, clock)
+    assert budget.take(reduces_risk=False) == pytest.approx(0.0)  # 4 - 1 >= reserve 3
+    assert budget.take(reduces_risk=False) == pytest.approx(0.1)
 
 
 def test_two_budgets_on_one_key_share_one_bucket_and_the_key_is_not_in_the_name(

@@ -6,8 +6,16 @@ small file (``<dir>/<key digest>.budget``), mapped into every process that uses 
 changed only under an exclusive ``flock``, so any number of processes see one bucket.
 Requests that reduce risk (cancels, hedges, unwinds) may spend every token; requests that add
 risk (entries and their amends) leave ``reserve`` tokens for them, so under a shortage hedges
-and cancels still go out first. The descriptor and the mapping live as long as the process,
-so a budget file deleted under running workers splits the bucket until they restart.
+and cancels still go out first.
+
+Risk-adding requests that find no token queue for one: each is given its own turn, a token
+interval after the one before, and is woken once at it. (When every waiter was told the same
+time to ask again, a fleet whose books all moved at once woke every waiting worker for each
+token: in a 100-row fleet a third of a worker's wake-ups.) A request whose turn came but whose
+token a hedge took goes to the back of the queue.
+
+The descriptor and the mapping live as long as the process, so a budget file deleted under
+running workers splits the bucket until they restart.
 """
 
 from __future__ import annotations
@@ -24,7 +32,10 @@ from pathlib import Path
 
 __all__ = ["AccountBudget"]
 
-_STATE = struct.Struct("<dd")  # tokens, last refill (monotonic-free wall seconds)
+# tokens, last refill, end of the queue of risk-adding requests (wall seconds: the processes
+# share them; the first two fields are the whole state of budget files from before the queue)
+_STATE = struct.Struct("<ddd")
+_QUEUE_HORIZON_S = 60.0  # a queue end further ahead than this is a wall-clock step: dropped
 
 
 def _wall_s() -> float:
@@ -56,8 +67,11 @@ class AccountBudget:
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             with self._locked():
-                if os.fstat(self._fd).st_size < _STATE.size:  # new: a full bucket
-                    os.pwrite(self._fd, _STATE.pack(burst, clock()), 0)
+                size = os.fstat(self._fd).st_size
+                if size < 16:  # new: a full bucket
+                    os.pwrite(self._fd, _STATE.pack(burst, clock(), 0.0), 0)
+                elif size < _STATE.size:  # from before the queue: keep the bucket
+                    os.pwrite(self._fd, struct.pack("<d", 0.0), 16)
             self._state = mmap.mmap(self._fd, _STATE.size)
         except BaseException:
             os.close(self._fd)
@@ -71,23 +85,35 @@ class AccountBudget:
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def take(self, *, reduces_risk: bool) -> float:
+    def take(self, *, reduces_risk: bool, turn: bool = False) -> float:
         """Spend one token now and return 0, or return the seconds to wait before asking
-        again (nothing is spent)."""
-        floor = 0.0 if reduces_risk else self.reserve
+        again with ``turn=True`` (nothing is spent). A risk-adding request asking for the first
+        time (``turn=False``) waits behind those already queued."""
         state, fd = self._state, self._fd
         fcntl.flock(fd, fcntl.LOCK_EX)  # no context manager: this is on the order path
         try:
             tokens: float
             last: float
-            tokens, last = _STATE.unpack_from(state)
+            queue_end: float
+            tokens, last, queue_end = _STATE.unpack_from(state)
             now = self.clock()
             tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate_per_s)
-            if tokens - 1 >= floor:
-                _STATE.pack_into(state, 0, tokens - 1, now)
+            if queue_end > now + _QUEUE_HORIZON_S:
+                queue_end = now
+            if reduces_risk:
+                if tokens >= 1:
+                    _STATE.pack_into(state, 0, tokens - 1, now, queue_end)
+                    return 0.0
+                _STATE.pack_into(state, 0, tokens, now, queue_end)
+                return (1 - tokens) / self.rate_per_s
+            if tokens - 1 >= self.reserve and (turn or queue_end <= now):
+                _STATE.pack_into(state, 0, tokens - 1, now, queue_end)
                 return 0.0
-            _STATE.pack_into(state, 0, tokens, now)
-            return (floor + 1 - tokens) / self.rate_per_s
+            # a turn of its own: when a token is back above the reserve, after the queue
+            ready = now + (self.reserve + 1 - tokens) / self.rate_per_s
+            turn_at = max(ready, queue_end + 1 / self.rate_per_s)
+            _STATE.pack_into(state, 0, tokens, now, turn_at)
+            return turn_at - now
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
@@ -96,5 +122,6 @@ class AccountBudget:
         with self._locked():
             now = self.clock()
             wait = max(0.0, reset_at_s - now)
+            queue_end = _STATE.unpack_from(self._state)[2]
             # tokens go negative so that refilling reaches zero exactly at the reset time
-            _STATE.pack_into(self._state, 0, -wait * self.rate_per_s, now)
+            _STATE.pack_into(self._state, 0, -wait * self.rate_per_s, now, queue_end)

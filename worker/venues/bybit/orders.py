@@ -114,10 +114,10 @@ class BybitOrders:
         params = self._params(command) if prepared is None else None
         request, reduces_risk = self._kind(command)
         link_id = command.link_id
-        if self.budget is not None and self.budget.take(reduces_risk=reduces_risk) > 0:
+        if self.budget is not None and (wait := self.budget.take(reduces_risk=reduces_risk)) > 0:
             # signed when it finally goes: a request prepared now could expire meanwhile
             fresh = params if params is not None else self._params(command)
-            return self._send_later(link_id, request, fresh, reduces_risk)
+            return self._send_later(link_id, request, fresh, reduces_risk, wait)
         if prepared is None:
             assert params is not None
             prepared = self.rest.prepare_post(_path(request), params)
@@ -128,13 +128,19 @@ class BybitOrders:
         return self.rest.send_prepared(prepared)
 
     async def _send_later(
-        self, link_id: str, request: Request, params: dict[str, Any], reduces_risk: bool
+        self,
+        link_id: str,
+        request: Request,
+        params: dict[str, Any],
+        reduces_risk: bool,
+        wait: float,
     ) -> list[Event]:
         assert self.budget is not None
         self._unsent.add(link_id)
         try:
-            while (wait := self.budget.take(reduces_risk=reduces_risk)) > 0:
+            while wait > 0:
                 await asyncio.sleep(wait)
+                wait = self.budget.take(reduces_risk=reduces_risk, turn=True)
             prepared = self.rest.prepare_post(_path(request), params)
             pending = self._send(link_id, prepared)
         finally:
