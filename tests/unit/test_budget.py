@@ -55,6 +55,16 @@ def test_waiting_risk_adding_requests_each_get_their_own_turn(tmp_path: Path) ->
     assert [first.take(reduces_risk=True) for _ in range(2)] == [0.0] * 2
 
 
+def test_a_turn_woken_a_hair_early_still_gets_its_token(tmp_path: Path) -> None:
+    clock = Clock()
+    budget = _budget(tmp_path, clock)
+    assert [budget.take(reduces_risk=False) for _ in range(7)] == [0.0] * 7
+    assert budget.take(reduces_risk=False) == pytest.approx(0.1)
+    clock.now += 0.099  # the timer fired a millisecond early
+    assert budget.take(reduces_risk=False, turn=True) == 0.0
+    assert budget.take(reduces_risk=False) == pytest.approx(0.1 + 0.001)  # the next turn
+
+
 def test_a_queue_end_beyond_the_horizon_is_dropped(tmp_path: Path) -> None:
     """A wall clock set back an hour must not hold every entry for an hour."""
     clock = Clock()

@@ -36,6 +36,9 @@ __all__ = ["AccountBudget"]
 # share them; the first two fields are the whole state of budget files from before the queue)
 _STATE = struct.Struct("<ddd")
 _QUEUE_HORIZON_S = 60.0  # a queue end further ahead than this is a wall-clock step: dropped
+# A waiter woken a hair before its turn (timer rounding, the event loop's clock against the
+# wall clock) may dip this far into the reserve rather than go to the back of the queue.
+_TURN_SLACK = 0.05
 
 
 def _wall_s() -> float:
@@ -106,7 +109,10 @@ class AccountBudget:
                     return 0.0
                 _STATE.pack_into(state, 0, tokens, now, queue_end)
                 return (1 - tokens) / self.rate_per_s
-            if tokens - 1 >= self.reserve and (turn or queue_end <= now):
+            if turn and tokens - 1 >= self.reserve - _TURN_SLACK:
+                _STATE.pack_into(state, 0, tokens - 1, now, queue_end)
+                return 0.0
+            if tokens - 1 >= self.reserve and queue_end <= now:
                 _STATE.pack_into(state, 0, tokens - 1, now, queue_end)
                 return 0.0
             # a turn of its own: when a token is back above the reserve, after the queue
