@@ -75,6 +75,15 @@ def test_a_queue_end_beyond_the_horizon_is_dropped(tmp_path: Path) -> None:
     assert budget.take(reduces_risk=False) == pytest.approx(0.1)
 
 
+def test_a_damaged_queue_end_neither_blocks_nor_frees_entries(tmp_path: Path) -> None:
+    clock = Clock()
+    path = _budget(tmp_path, clock).path
+    path.write_bytes(struct.pack("<ddd", 4.0, clock.now, float("nan")))
+    budget = _budget(tmp_path, clock)
+    assert budget.take(reduces_risk=False) == 0.0  # 4 - 1 >= reserve 3
+    assert budget.take(reduces_risk=False) == pytest.approx(0.1)  # no free token either
+
+
 def test_a_budget_file_from_before_the_queue_keeps_its_bucket(tmp_path: Path) -> None:
     clock = Clock()
     path = _budget(tmp_path, clock).path

@@ -33,8 +33,9 @@ from pathlib import Path
 __all__ = ["AccountBudget"]
 
 # tokens, last refill, end of the queue of risk-adding requests (wall seconds: the processes
-# share them; the first two fields are the whole state of budget files from before the queue)
+# share them); budget files from before the queue hold only the first two
 _STATE = struct.Struct("<ddd")
+_BUCKET_SIZE = struct.calcsize("<dd")
 _QUEUE_HORIZON_S = 60.0  # a queue end further ahead than this is a wall-clock step: dropped
 # A waiter woken a hair before its turn (timer rounding, the event loop's clock against the
 # wall clock) may dip this far into the reserve rather than go to the back of the queue.
@@ -71,10 +72,10 @@ class AccountBudget:
         try:
             with self._locked():
                 size = os.fstat(self._fd).st_size
-                if size < 16:  # new: a full bucket
+                if size < _BUCKET_SIZE:  # new: a full bucket
                     os.pwrite(self._fd, _STATE.pack(burst, clock(), 0.0), 0)
                 elif size < _STATE.size:  # from before the queue: keep the bucket
-                    os.pwrite(self._fd, struct.pack("<d", 0.0), 16)
+                    os.pwrite(self._fd, struct.pack("<d", 0.0), _BUCKET_SIZE)
             self._state = mmap.mmap(self._fd, _STATE.size)
         except BaseException:
             os.close(self._fd)
@@ -101,20 +102,20 @@ class AccountBudget:
             tokens, last, queue_end = _STATE.unpack_from(state)
             now = self.clock()
             tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate_per_s)
-            if queue_end > now + _QUEUE_HORIZON_S:
+            if not queue_end <= now + _QUEUE_HORIZON_S:  # also NaN from a damaged file
                 queue_end = now
             if reduces_risk:
-                if tokens >= 1:
-                    _STATE.pack_into(state, 0, tokens - 1, now, queue_end)
-                    return 0.0
+                granted = tokens >= 1
+            elif turn:
+                granted = tokens - 1 >= self.reserve - _TURN_SLACK
+            else:
+                granted = tokens - 1 >= self.reserve and queue_end <= now
+            if granted:
+                _STATE.pack_into(state, 0, tokens - 1, now, queue_end)
+                return 0.0
+            if reduces_risk:  # hedges and cancels never queue: the reserve is theirs
                 _STATE.pack_into(state, 0, tokens, now, queue_end)
                 return (1 - tokens) / self.rate_per_s
-            if turn and tokens - 1 >= self.reserve - _TURN_SLACK:
-                _STATE.pack_into(state, 0, tokens - 1, now, queue_end)
-                return 0.0
-            if tokens - 1 >= self.reserve and queue_end <= now:
-                _STATE.pack_into(state, 0, tokens - 1, now, queue_end)
-                return 0.0
             # a turn of its own: when a token is back above the reserve, after the queue
             ready = now + (self.reserve + 1 - tokens) / self.rate_per_s
             turn_at = max(ready, queue_end + 1 / self.rate_per_s)
